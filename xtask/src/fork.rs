@@ -1,0 +1,499 @@
+//! `cargo xtask fork` and `cargo xtask export-patches`.
+//!
+//! The fork is upstream wasmtime's registry package with `patches/series`
+//! applied by `git am`, kept as a small git repository of its own:
+//!
+//! 1. commit `upstream` (tagged): the package exactly as cargo downloaded it,
+//!    checksum pinned by `xtask/upstream/Cargo.lock`;
+//! 2. one commit per patch, in `series` order;
+//! 3. not committed: cargo's normalized `Cargo.toml` gains the dependencies the
+//!    series adds to upstream's manifest (`Cargo.toml.orig`). It is marked
+//!    `skip-worktree`, so `git status` stays clean and `export-patches` never
+//!    sees it.
+//!
+//! The fork is built in a temporary directory and renamed into place, so an
+//! interrupted or failed run never leaves a half-patched crate behind. A stamp
+//! (`.xtask-fork`, excluded from the fork's git) records what the fork was made
+//! from and the commit it ended at, so a second run is a no-op, a changed
+//! `patches/` is noticed, and local work in the fork is never overwritten
+//! without `--force`.
+
+use crate::patchfile::{self, fork_to_upstream, upstream_to_fork};
+use crate::{cargo, output};
+use anyhow::{Context, Result, bail};
+use sha2::{Digest, Sha256};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The upstream release the series is based on.
+pub const UPSTREAM_VERSION: &str = "48.0.8";
+
+/// Bump when the way a fork is assembled changes, so existing forks are
+/// regenerated.
+const FORK_FORMAT: &str = "xtask-fork-v1";
+
+const STAMP_FILE: &str = ".xtask-fork";
+const BASE_TAG: &str = "upstream";
+
+/// Upstream's workspace pins for dependencies that the series adds to
+/// `crates/wasmtime/Cargo.toml` as `{ workspace = true }`.
+///
+/// The registry package's `Cargo.toml` is normalized: workspace inheritance is
+/// already resolved. A dependency the series adds must therefore be spelled
+/// out there too. These are copied from upstream's root `Cargo.toml` at the
+/// base release; keep them equal to it when rebasing.
+const WORKSPACE_PINS: &[(&str, &str)] =
+    &[("sha2", "version = \"0.10.2\"\ndefault-features = false")];
+
+/// Deterministic identity and dates for the commits xtask makes, so the same
+/// inputs give the same fork commit ids everywhere.
+const GIT_ENV: &[(&str, &str)] = &[
+    ("GIT_AUTHOR_NAME", "xtask"),
+    ("GIT_AUTHOR_EMAIL", "xtask@localhost"),
+    ("GIT_COMMITTER_NAME", "xtask"),
+    ("GIT_COMMITTER_EMAIL", "xtask@localhost"),
+    ("GIT_AUTHOR_DATE", "2000-01-01T00:00:00Z"),
+    ("GIT_COMMITTER_DATE", "2000-01-01T00:00:00Z"),
+];
+
+pub struct ForkOptions {
+    pub out: Option<PathBuf>,
+    pub force: bool,
+}
+
+/// A patch of the series: its file name and its text, as in `patches/`.
+struct Patch {
+    name: String,
+    text: String,
+}
+
+/// Makes (or confirms) the fork and returns its directory.
+pub fn fork(root: &Path, opts: &ForkOptions) -> Result<PathBuf> {
+    let dest = match &opts.out {
+        Some(out) => absolute(out)?,
+        None => root.join("crates/wasmtime"),
+    };
+    let series = read_series(root)?;
+    let upstream = locate_upstream(root)?;
+    let stamp = stamp_of(&upstream, &series);
+
+    if dest.exists() {
+        match fork_state(&dest)? {
+            ForkState::Current(recorded) if recorded == stamp => {
+                eprintln!(
+                    "fork at {} is up to date (wasmtime {UPSTREAM_VERSION} + {} patches)",
+                    dest.display(),
+                    series.len()
+                );
+                return Ok(dest);
+            }
+            ForkState::Current(_) => {
+                eprintln!("patches/ or the upstream pin changed: regenerating the fork")
+            }
+            state if opts.force => {
+                eprintln!(
+                    "--force: discarding the fork at {} ({state})",
+                    dest.display()
+                )
+            }
+            state => bail!(
+                "{} {state}.\nKeep that work with `cargo xtask export-patches` (it rewrites \
+                 patches/ from the fork's commits), or discard it with `cargo xtask fork --force`.",
+                dest.display()
+            ),
+        }
+    }
+
+    let parent = dest.parent().context("fork directory has no parent")?;
+    fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let file_name = dest.file_name().context("fork directory has no name")?;
+    let tmp = parent.join(format!(
+        ".{}.tmp-{}",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
+    remove_dir_if_exists(&tmp)?;
+    let result = build_fork(&tmp, &upstream, &series, &stamp);
+    if let Err(e) = result {
+        // Leave nothing half-made behind; the error says what failed.
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    remove_dir_if_exists(&dest)?;
+    fs::rename(&tmp, &dest)
+        .with_context(|| format!("moving {} to {}", tmp.display(), dest.display()))?;
+    eprintln!(
+        "forked wasmtime {UPSTREAM_VERSION} + {} patches into {}",
+        series.len(),
+        dest.display()
+    );
+    Ok(dest)
+}
+
+/// The lines an embedder adds to use a fork at `dir`.
+pub fn patch_snippet(dir: &Path) -> String {
+    format!(
+        "[patch.crates-io]\nwasmtime = {{ path = \"{}\" }}\n",
+        dir.display()
+    )
+}
+
+fn build_fork(tmp: &Path, upstream: &Upstream, series: &[Patch], stamp: &str) -> Result<()> {
+    copy_dir(&upstream.dir, tmp)?;
+    // Cargo's marker that the registry unpacked the package; not part of it.
+    let _ = fs::remove_file(tmp.join(".cargo-ok"));
+
+    git(tmp, &["init", "--quiet", "--initial-branch=main"])?;
+    fs::write(tmp.join(".git/info/exclude"), format!("/{STAMP_FILE}\n"))?;
+    git(tmp, &["add", "--all"])?;
+    let subject = format!(
+        "wasmtime {UPSTREAM_VERSION} from the package registry\n\nsha256 of the .crate: {}",
+        upstream.checksum
+    );
+    git(tmp, &["commit", "--quiet", "--no-verify", "-m", &subject])?;
+    git(tmp, &["tag", BASE_TAG])?;
+
+    let mbox_dir = tmp.join(".git/xtask-patches");
+    fs::create_dir_all(&mbox_dir)?;
+    for patch in series {
+        let text = patchfile::rewrite_paths(&patch.text, &patch.name, upstream_to_fork)?;
+        let path = mbox_dir.join(&patch.name);
+        fs::write(&path, text)?;
+        let out = Command::new("git")
+            .current_dir(tmp)
+            .envs(GIT_ENV.iter().copied())
+            .args(["am", "--quiet", "--committer-date-is-author-date"])
+            .arg(&path)
+            .output()
+            .context("failed to run `git am`")?;
+        if !out.status.success() {
+            bail!(
+                "patch `patches/{}` does not apply to wasmtime {UPSTREAM_VERSION}:\n{}{}",
+                patch.name,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    fs::remove_dir_all(&mbox_dir)?;
+
+    sync_normalized_manifest(tmp)?;
+    write_stamp(tmp, stamp)
+}
+
+/// Writes the stamp: what the fork was made from, and the commit it ended at.
+fn write_stamp(dir: &Path, stamp: &str) -> Result<()> {
+    let head = git_output(dir, &["rev-parse", "HEAD"])?;
+    fs::write(dir.join(STAMP_FILE), format!("{stamp}\n{}\n", head.trim()))
+        .context("writing the fork stamp")
+}
+
+enum ForkState {
+    /// Made by xtask from the inputs with this stamp, and untouched since.
+    Current(String),
+    NotAFork,
+    Dirty,
+    NewCommits,
+}
+
+impl std::fmt::Display for ForkState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ForkState::Current(_) => "is a fork made by xtask",
+            ForkState::NotAFork => "exists but was not made by `cargo xtask fork`",
+            ForkState::Dirty => "has uncommitted changes",
+            ForkState::NewCommits => "has commits that are not in patches/",
+        })
+    }
+}
+
+fn fork_state(dir: &Path) -> Result<ForkState> {
+    let Ok(stamp) = fs::read_to_string(dir.join(STAMP_FILE)) else {
+        return Ok(ForkState::NotAFork);
+    };
+    if !dir.join(".git").exists() {
+        return Ok(ForkState::NotAFork);
+    }
+    let mut lines = stamp.lines();
+    let (Some(inputs), Some(head)) = (lines.next(), lines.next()) else {
+        return Ok(ForkState::NotAFork);
+    };
+    if !git_output(dir, &["status", "--porcelain"])?
+        .trim()
+        .is_empty()
+    {
+        return Ok(ForkState::Dirty);
+    }
+    if git_output(dir, &["rev-parse", "HEAD"])?.trim() != head {
+        return Ok(ForkState::NewCommits);
+    }
+    Ok(ForkState::Current(inputs.to_string()))
+}
+
+/// `cargo xtask export-patches`: rewrites `patches/` from the fork's commits.
+pub fn export_patches(root: &Path) -> Result<()> {
+    let dir = root.join("crates/wasmtime");
+    match fork_state(&dir)? {
+        ForkState::NotAFork => bail!(
+            "{} is not a fork made by `cargo xtask fork`; run that first",
+            dir.display()
+        ),
+        ForkState::Dirty => bail!(
+            "the fork has uncommitted changes: commit them in {} first (one commit per patch)",
+            dir.display()
+        ),
+        ForkState::Current(_) | ForkState::NewCommits => {}
+    }
+    let tmp = dir.join(".git/xtask-export");
+    remove_dir_if_exists(&tmp)?;
+    git(
+        &dir,
+        &[
+            "format-patch",
+            "--quiet",
+            "--zero-commit",
+            "--no-signature",
+            "--stat=120,100",
+            "--output-directory",
+            ".git/xtask-export",
+            &format!("{BASE_TAG}..HEAD"),
+        ],
+    )?;
+    let mut names: Vec<String> = fs::read_dir(&tmp)?
+        .map(|e| Ok(e?.file_name().to_string_lossy().into_owned()))
+        .collect::<Result<_>>()?;
+    names.sort();
+
+    let patches_dir = root.join("patches");
+    for old in read_series(root)? {
+        fs::remove_file(patches_dir.join(&old.name))
+            .with_context(|| format!("removing patches/{}", old.name))?;
+    }
+    for name in &names {
+        let text = fs::read_to_string(tmp.join(name))?;
+        let text = patchfile::rewrite_paths(&text, name, fork_to_upstream)?;
+        fs::write(patches_dir.join(name), text)?;
+    }
+    let mut series = String::from(SERIES_HEADER);
+    for name in &names {
+        series.push_str(name);
+        series.push('\n');
+    }
+    fs::write(patches_dir.join("series"), series)?;
+    fs::remove_dir_all(&tmp)?;
+
+    // The fork now is exactly what the new series produces.
+    sync_normalized_manifest(&dir)?;
+    let upstream = locate_upstream(root)?;
+    write_stamp(&dir, &stamp_of(&upstream, &read_series(root)?))?;
+    eprintln!("wrote {} patches to patches/", names.len());
+    Ok(())
+}
+
+const SERIES_HEADER: &str = "\
+# The order in which `cargo xtask fork` applies these patches with `git am`.
+# Regenerated by `cargo xtask export-patches`.
+";
+
+fn read_series(root: &Path) -> Result<Vec<Patch>> {
+    let dir = root.join("patches");
+    let series = fs::read_to_string(dir.join("series")).context("reading patches/series")?;
+    series
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|name| {
+            let text = fs::read_to_string(dir.join(name))
+                .with_context(|| format!("patches/series names `{name}`, which cannot be read"))?;
+            Ok(Patch {
+                name: name.to_string(),
+                text,
+            })
+        })
+        .collect()
+}
+
+/// The downloaded upstream package.
+struct Upstream {
+    dir: PathBuf,
+    checksum: String,
+}
+
+/// Asks cargo to download the pinned package (checking its checksum against
+/// `xtask/upstream/Cargo.lock`) and returns where cargo unpacked it.
+fn locate_upstream(root: &Path) -> Result<Upstream> {
+    let manifest = root.join("xtask/upstream/Cargo.toml");
+    let host = host_triple()?;
+    let json = output(
+        cargo()
+            .args([
+                "metadata",
+                "--format-version",
+                "1",
+                "--locked",
+                "--filter-platform",
+            ])
+            .arg(&host)
+            .arg("--manifest-path")
+            .arg(&manifest),
+    )
+    .context("downloading the pinned wasmtime package")?;
+    let meta: serde_json::Value = serde_json::from_str(&json).context("parsing cargo metadata")?;
+    let package = meta["packages"]
+        .as_array()
+        .context("cargo metadata has no packages")?
+        .iter()
+        .find(|p| p["name"] == "wasmtime" && p["version"] == UPSTREAM_VERSION)
+        .with_context(|| format!("cargo metadata does not list wasmtime {UPSTREAM_VERSION}"))?;
+    let manifest_path = package["manifest_path"]
+        .as_str()
+        .context("wasmtime package has no manifest path")?;
+    let dir = Path::new(manifest_path)
+        .parent()
+        .context("manifest path has no parent")?
+        .to_path_buf();
+
+    let lock = fs::read_to_string(root.join("xtask/upstream/Cargo.lock"))?;
+    let lock: toml::Value = toml::from_str(&lock).context("parsing xtask/upstream/Cargo.lock")?;
+    let checksum = lock["package"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| {
+            p["name"].as_str() == Some("wasmtime")
+                && p["version"].as_str() == Some(UPSTREAM_VERSION)
+        })
+        .and_then(|p| p.get("checksum")?.as_str())
+        .context("xtask/upstream/Cargo.lock pins no checksum for wasmtime")?
+        .to_string();
+    Ok(Upstream { dir, checksum })
+}
+
+fn host_triple() -> Result<String> {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let vv = output(Command::new(rustc).arg("-vV"))?;
+    vv.lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .map(str::to_string)
+        .context("`rustc -vV` printed no host")
+}
+
+fn stamp_of(upstream: &Upstream, series: &[Patch]) -> String {
+    let mut h = Sha256::new();
+    for part in [FORK_FORMAT, UPSTREAM_VERSION, &upstream.checksum] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    for (name, pin) in WORKSPACE_PINS {
+        h.update(format!("{name}={pin}\0"));
+    }
+    for p in series {
+        h.update(p.name.as_bytes());
+        h.update([0]);
+        h.update(p.text.as_bytes());
+        h.update([0]);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Adds to the normalized `Cargo.toml` every `[dependencies]` entry of
+/// upstream's manifest (`Cargo.toml.orig`) that it lacks, resolving
+/// `workspace = true` through [`WORKSPACE_PINS`].
+fn sync_normalized_manifest(dir: &Path) -> Result<()> {
+    let orig_path = dir.join("Cargo.toml.orig");
+    let norm_path = dir.join("Cargo.toml");
+    let orig: toml::Table = toml::from_str(&fs::read_to_string(&orig_path)?)
+        .context("parsing the fork's Cargo.toml.orig")?;
+    let git_norm = git_output(dir, &["show", "HEAD:Cargo.toml"])?;
+    let norm: toml::Table = toml::from_str(&git_norm).context("parsing the fork's Cargo.toml")?;
+    let have = norm
+        .get("dependencies")
+        .and_then(|d| d.as_table())
+        .context("normalized Cargo.toml has no [dependencies]")?;
+    let want = orig
+        .get("dependencies")
+        .and_then(|d| d.as_table())
+        .context("Cargo.toml.orig has no [dependencies]")?;
+
+    let mut text = git_norm.clone();
+    for (name, spec) in want {
+        if have.contains_key(name) {
+            continue;
+        }
+        let spec = spec
+            .as_table()
+            .with_context(|| format!("dependency `{name}` in Cargo.toml.orig is not a table"))?;
+        if spec.get("workspace").and_then(|v| v.as_bool()) != Some(true) {
+            bail!(
+                "the series adds dependency `{name}` without `workspace = true`; upstream \
+                 declares versions in its root Cargo.toml, so the series should too"
+            );
+        }
+        let Some((_, pin)) = WORKSPACE_PINS.iter().find(|(n, _)| n == name) else {
+            bail!(
+                "the series adds workspace dependency `{name}`: add upstream's pin for it \
+                 to WORKSPACE_PINS in xtask/src/fork.rs"
+            );
+        };
+        let mut table = format!("[dependencies.{name}]\n{pin}\n");
+        for (key, value) in spec {
+            if key != "workspace" {
+                table.push_str(&format!("{key} = {value}\n"));
+            }
+        }
+        table.push('\n');
+        // Keep cargo's alphabetical order of `[dependencies.*]` tables.
+        let at = text
+            .match_indices("\n[dependencies.")
+            .map(|(i, _)| i + 1)
+            .find(|&i| text[i + "[dependencies.".len()..].split(']').next() > Some(name.as_str()))
+            .or_else(|| text.find("\n[dev-dependencies").map(|i| i + 1))
+            .context("cannot find where to add a dependency in the normalized Cargo.toml")?;
+        text.insert_str(at, &table);
+    }
+    if text != git_norm {
+        fs::write(&norm_path, &text)?;
+        git(dir, &["update-index", "--skip-worktree", "Cargo.toml"])?;
+    }
+    Ok(())
+}
+
+fn git(dir: &Path, args: &[&str]) -> Result<()> {
+    let mut cmd = Command::new("git");
+    cmd.current_dir(dir)
+        .envs(GIT_ENV.iter().copied())
+        .args(args);
+    output(&mut cmd).map(drop)
+}
+
+fn git_output(dir: &Path, args: &[&str]) -> Result<String> {
+    output(Command::new("git").current_dir(dir).args(args))
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+    for entry in fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
+        let entry = entry?;
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        if entry.file_type()?.is_dir() {
+            copy_dir(&src, &dst)?;
+        } else {
+            fs::copy(&src, &dst)
+                .with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn remove_dir_if_exists(dir: &Path) -> Result<()> {
+    match fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("removing {}", dir.display())),
+    }
+}
+
+fn absolute(path: &Path) -> Result<PathBuf> {
+    std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))
+}

@@ -1,0 +1,164 @@
+//! Build automation for this repository, in the style of rust-analyzer's
+//! `xtask`: every step a contributor or CI runs is Rust code behind
+//! `cargo xtask <command>` (see `.cargo/config.toml` for the alias).
+//!
+//! `xtask` is its own workspace so that it builds and runs before
+//! `crates/wasmtime` exists: the root workspace cannot even resolve until
+//! `cargo xtask fork` has generated that directory.
+
+mod fork;
+mod patchfile;
+mod tasks;
+
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+const USAGE: &str = "\
+cargo xtask <command> [options]
+
+commands:
+  fork [--out DIR] [--force]   Materialise wasmtime with patches/ applied (default
+                               crates/wasmtime). With --out, write it to DIR and print
+                               the [patch.crates-io] lines for an embedder. --force
+                               discards local changes in an existing fork.
+  export-patches               Regenerate patches/ (and patches/series) from the
+                               commits in the crates/wasmtime fork.
+  run                          The main job: fork, build, and run the demo.
+  test                         Every test: formatting, xtask's own tests, the
+                               workspace tests, and wasmtime's own --lib tests on the fork.
+  bench [--quick]              Criterion benchmarks, including the pristine-vs-fork
+                               comparison (see docs/performance.md).
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match dispatch(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(args: &[String]) -> Result<()> {
+    let root = project_root()?;
+    let (cmd, rest) = match args.split_first() {
+        Some((cmd, rest)) => (cmd.as_str(), rest),
+        None => {
+            print!("{USAGE}");
+            return Ok(());
+        }
+    };
+    match cmd {
+        "fork" => {
+            let mut out = None;
+            let mut force = false;
+            let mut it = rest.iter();
+            while let Some(arg) = it.next() {
+                match arg.as_str() {
+                    "--out" => {
+                        let dir = it.next().context("`--out` needs a directory")?;
+                        out = Some(PathBuf::from(dir));
+                    }
+                    "--force" => force = true,
+                    other => bail!("unknown option `{other}` for `fork`\n\n{USAGE}"),
+                }
+            }
+            let opts = fork::ForkOptions { out, force };
+            let dest = fork::fork(&root, &opts)?;
+            if opts.out.is_some() {
+                println!(
+                    "\nAdd this to your workspace's Cargo.toml:\n\n{}",
+                    fork::patch_snippet(&dest)
+                );
+            }
+            Ok(())
+        }
+        "export-patches" => {
+            no_options(cmd, rest)?;
+            fork::export_patches(&root)
+        }
+        "run" => {
+            no_options(cmd, rest)?;
+            tasks::run_main_job(&root)
+        }
+        "test" => {
+            no_options(cmd, rest)?;
+            tasks::test(&root)
+        }
+        "bench" => {
+            let quick = match rest {
+                [] => false,
+                [q] if q == "--quick" => true,
+                _ => bail!("usage: cargo xtask bench [--quick]"),
+            };
+            tasks::bench(&root, quick)
+        }
+        "help" | "--help" | "-h" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => bail!("unknown command `{other}`\n\n{USAGE}"),
+    }
+}
+
+fn no_options(cmd: &str, rest: &[String]) -> Result<()> {
+    if let Some(arg) = rest.first() {
+        bail!("`{cmd}` takes no options, got `{arg}`");
+    }
+    Ok(())
+}
+
+/// The repository root: the parent of this crate's manifest directory.
+fn project_root() -> Result<PathBuf> {
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir
+        .parent()
+        .map(Path::to_path_buf)
+        .context("xtask has no parent directory")
+}
+
+/// Runs `cmd`, echoing it first, and fails with the command line if it fails.
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("$ {}", display(cmd));
+    let status = cmd
+        .status()
+        .with_context(|| format!("failed to start `{}`", display(cmd)))?;
+    if !status.success() {
+        bail!("`{}` failed with {status}", display(cmd));
+    }
+    Ok(())
+}
+
+/// Runs `cmd` quietly and returns its standard output; on failure the error
+/// carries the command line and its standard error.
+fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("failed to start `{}`", display(cmd)))?;
+    if !out.status.success() {
+        bail!(
+            "`{}` failed with {}:\n{}{}",
+            display(cmd),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    String::from_utf8(out.stdout).with_context(|| format!("`{}` printed non-UTF-8", display(cmd)))
+}
+
+fn display(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for arg in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&arg.to_string_lossy());
+    }
+    s
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
