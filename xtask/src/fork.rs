@@ -254,7 +254,7 @@ pub fn export_patches(root: &Path) -> Result<()> {
             "--quiet",
             "--zero-commit",
             "--no-signature",
-            "--stat=120,100",
+            "--stat=72",
             "--output-directory",
             ".git/xtask-export",
             &format!("{BASE_TAG}..HEAD"),

@@ -1,0 +1,4 @@
+//! `cwasm`: see README.md.
+fn main() {
+    let _ = wasmtime::Engine::default();
+}
