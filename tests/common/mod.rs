@@ -127,7 +127,7 @@ pub fn knobs() -> Vec<Knob> {
         // Garbage collection and inlining.
         knob!("collector=null", Host, true, |c| c.collector(wasmtime::Collector::Null)),
         knob!("gc-heap-reservation=1MiB", Host, true, |c| c.gc_heap_reservation(1 << 20)),
-        knob!("compiler-inlining", Host, true, |c| c.compiler_inlining(true)),
+        knob!("compiler-inlining", Host, true, |c| c.compiler_inlining(wasmtime::Inlining::Yes)),
         // Interruption.
         knob!("consume-fuel", Host, true, |c| c.consume_fuel(true)),
         knob!("epoch-interruption", Host, true, |c| c.epoch_interruption(true)),
