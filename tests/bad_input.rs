@@ -34,9 +34,18 @@ fn layout(artifact: &[u8]) -> (usize, std::ops::Range<usize>) {
 #[test]
 fn empty_and_tiny_inputs() {
     assert_eq!(Engine::detect_serialization_compatibility_hash(&[]), None);
-    assert_eq!(Engine::detect_serialization_compatibility_hash(b"\x7fELF"), None);
-    assert_eq!(Engine::detect_serialization_compatibility_hash(b"\0asm\x01\0\0\0"), None);
-    assert_eq!(Engine::detect_serialization_compatibility_hash(b"(module)"), None);
+    assert_eq!(
+        Engine::detect_serialization_compatibility_hash(b"\x7fELF"),
+        None
+    );
+    assert_eq!(
+        Engine::detect_serialization_compatibility_hash(b"\0asm\x01\0\0\0"),
+        None
+    );
+    assert_eq!(
+        Engine::detect_serialization_compatibility_hash(b"(module)"),
+        None
+    );
 }
 
 /// Truncated at every length up to the end of the section header table and
@@ -61,7 +70,10 @@ fn truncated_at_every_length() {
         );
         std::fs::write(&path, cut).unwrap();
         let from_file = Engine::detect_serialization_compatibility_hash_file(&path).unwrap();
-        assert_eq!(from_file, found, "length {len}: file and bytes readers disagree");
+        assert_eq!(
+            from_file, found,
+            "length {len}: file and bytes readers disagree"
+        );
     }
     println!("truncated {} ways", last + 1);
 }
@@ -72,7 +84,10 @@ fn a_non_wasmtime_elf_is_not_an_artifact() {
     let exe = std::env::current_exe().unwrap();
     let bytes = std::fs::read(&exe).unwrap();
     assert!(bytes.starts_with(b"\x7fELF"));
-    assert_eq!(Engine::detect_serialization_compatibility_hash(&bytes), None);
+    assert_eq!(
+        Engine::detect_serialization_compatibility_hash(&bytes),
+        None
+    );
     assert_eq!(
         Engine::detect_serialization_compatibility_hash_file(&exe).unwrap(),
         None
@@ -86,11 +101,19 @@ fn a_corrupted_engine_section_matches_no_engine() {
     let (engine, artifact) = artifact();
     let hash = engine.serialization_compatibility_hash().unwrap();
     let (_, section) = layout(&artifact);
-    for at in [section.start, section.start + 1, section.start + 3, section.end - 1] {
+    for at in [
+        section.start,
+        section.start + 1,
+        section.start + 3,
+        section.end - 1,
+    ] {
         let mut bad = artifact.clone();
         bad[at] ^= 0x55;
         let found = Engine::detect_serialization_compatibility_hash(&bad);
-        assert!(found.is_some() && found != Some(hash), "offset {at}: {found:?}");
+        assert!(
+            found.is_some() && found != Some(hash),
+            "offset {at}: {found:?}"
+        );
         // SAFETY: wasmtime must reject this artifact; that is what we test.
         let loaded = unsafe { Module::deserialize(&engine, &bad) };
         assert!(loaded.is_err(), "offset {at}: a corrupted artifact loaded");
@@ -125,7 +148,7 @@ fn a_foreign_os_abi_is_not_an_artifact() {
 #[test]
 fn a_missing_file_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
-    let err = Engine::detect_serialization_compatibility_hash_file(dir.path().join("nope"))
-        .unwrap_err();
+    let err =
+        Engine::detect_serialization_compatibility_hash_file(dir.path().join("nope")).unwrap_err();
     assert!(format!("{err:#}").contains("nope"), "{err:#}");
 }

@@ -23,7 +23,10 @@ fn matrix_round_trips() {
         artifacts += 1 + usize::from(checked.component.is_some());
     }
     println!("round trip: {configs} configurations, {artifacts} artifacts checked");
-    assert!(configs >= 50, "the matrix shrank to {configs} configurations");
+    assert!(
+        configs >= 50,
+        "the matrix shrank to {configs} configurations"
+    );
 }
 
 /// Each knob that changes the section changes the hash, each runtime-only
@@ -90,7 +93,11 @@ fn equal_hashes_load_each_other() {
         if !knob.reaches_artifact {
             assert_eq!(from_a.hash, default.hash, "{}", knob.name);
             load_and_run(&a, &default, &format!("default -> {}", knob.name));
-            load_and_run(&default_engine, &from_a, &format!("{} -> default", knob.name));
+            load_and_run(
+                &default_engine,
+                &from_a,
+                &format!("{} -> default", knob.name),
+            );
             pairs += 2;
         }
     }
@@ -117,7 +124,10 @@ fn the_hash_is_stricter_than_deserialization() {
     let mut config = Config::new();
     config.generate_address_map(false);
     let other = Engine::new(&config).unwrap();
-    assert_ne!(other.serialization_compatibility_hash().unwrap(), default.hash);
+    assert_ne!(
+        other.serialization_compatibility_hash().unwrap(),
+        default.hash
+    );
     assert_eq!(run_module(&other, &default.module).unwrap(), 42);
 }
 

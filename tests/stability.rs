@@ -85,7 +85,12 @@ fn child_prints_hashes() {
 fn equal_across_processes() {
     let exe = std::env::current_exe().unwrap();
     let out = Command::new(exe)
-        .args(["--exact", "child_prints_hashes", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "child_prints_hashes",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, "1")
         .output()
         .unwrap();

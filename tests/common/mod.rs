@@ -78,14 +78,19 @@ macro_rules! knob {
 pub fn knobs() -> Vec<Knob> {
     vec![
         // Optimisation levels. `Speed` is the default.
-        knob!("opt-level=none", Host, true, |c| c.cranelift_opt_level(OptLevel::None)),
-        knob!("opt-level=speed", Host, false, |c| c.cranelift_opt_level(OptLevel::Speed)),
+        knob!("opt-level=none", Host, true, |c| c
+            .cranelift_opt_level(OptLevel::None)),
+        knob!("opt-level=speed", Host, false, |c| c
+            .cranelift_opt_level(OptLevel::Speed)),
         knob!("opt-level=speed-and-size", Host, true, |c| c
             .cranelift_opt_level(OptLevel::SpeedAndSize)),
         // WebAssembly proposals, each toggled away from its default.
         knob!("wasm-threads=off", Host, true, |c| c.wasm_threads(false)),
-        knob!("wasm-simd=off", Host, true, |c| c.wasm_relaxed_simd(false).wasm_simd(false)),
-        knob!("wasm-relaxed-simd=off", Host, true, |c| c.wasm_relaxed_simd(false)),
+        knob!("wasm-simd=off", Host, true, |c| c
+            .wasm_relaxed_simd(false)
+            .wasm_simd(false)),
+        knob!("wasm-relaxed-simd=off", Host, true, |c| c
+            .wasm_relaxed_simd(false)),
         knob!("wasm-relaxed-simd-deterministic", Host, true, |c| c
             .relaxed_simd_deterministic(true)),
         knob!("wasm-bulk-memory=off", Host, true, |c| c
@@ -94,11 +99,15 @@ pub fn knobs() -> Vec<Knob> {
             .wasm_function_references(false)
             .wasm_gc(false)
             .wasm_exceptions(false)),
-        knob!("wasm-multi-value=off", Host, true, |c| c.wasm_multi_value(false)),
-        knob!("wasm-multi-memory=off", Host, true, |c| c.wasm_multi_memory(false)),
+        knob!("wasm-multi-value=off", Host, true, |c| c
+            .wasm_multi_value(false)),
+        knob!("wasm-multi-memory=off", Host, true, |c| c
+            .wasm_multi_memory(false)),
         knob!("wasm-memory64=off", Host, true, |c| c.wasm_memory64(false)),
-        knob!("wasm-tail-call=off", Host, true, |c| c.wasm_tail_call(false)),
-        knob!("wasm-extended-const=off", Host, true, |c| c.wasm_extended_const(false)),
+        knob!("wasm-tail-call=off", Host, true, |c| c
+            .wasm_tail_call(false)),
+        knob!("wasm-extended-const=off", Host, true, |c| c
+            .wasm_extended_const(false)),
         knob!("wasm-reference-types=off", Host, true, |c| c
             .wasm_reference_types(false)
             .wasm_function_references(false)
@@ -108,78 +117,111 @@ pub fn knobs() -> Vec<Knob> {
             .wasm_gc(false)
             .wasm_function_references(false)),
         knob!("wasm-gc=off", Host, true, |c| c.wasm_gc(false)),
-        knob!("wasm-exceptions=off", Host, true, |c| c.wasm_exceptions(false)),
-        knob!("wasm-wide-arithmetic=on", Host, true, |c| c.wasm_wide_arithmetic(true)),
-        knob!("wasm-custom-page-sizes=on", Host, true, |c| c.wasm_custom_page_sizes(true)),
-        knob!("wasm-branch-hinting=on", Host, true, |c| c.wasm_branch_hinting(true)),
-        knob!("wasm-component-model=off", Host, true, |c| c.wasm_component_model(false)),
+        knob!("wasm-exceptions=off", Host, true, |c| c
+            .wasm_exceptions(false)),
+        knob!("wasm-wide-arithmetic=on", Host, true, |c| c
+            .wasm_wide_arithmetic(true)),
+        knob!("wasm-custom-page-sizes=on", Host, true, |c| c
+            .wasm_custom_page_sizes(true)),
+        knob!("wasm-branch-hinting=on", Host, true, |c| c
+            .wasm_branch_hinting(true)),
+        knob!("wasm-component-model=off", Host, true, |c| c
+            .wasm_component_model(false)),
         // Memory tunables.
-        knob!("memory-reservation=16MiB", Host, true, |c| c.memory_reservation(16 << 20)),
-        knob!("memory-guard-size=0", Host, true, |c| c.memory_guard_size(0)),
-        knob!("memory-may-move=off", Host, true, |c| c.memory_may_move(false)),
+        knob!("memory-reservation=16MiB", Host, true, |c| c
+            .memory_reservation(16 << 20)),
+        knob!("memory-guard-size=0", Host, true, |c| c
+            .memory_guard_size(0)),
+        knob!("memory-may-move=off", Host, true, |c| c
+            .memory_may_move(false)),
         knob!("memory-reservation-for-growth=0", Host, true, |c| c
             .memory_reservation_for_growth(0)),
         knob!("guard-before-linear-memory=off", Host, true, |c| c
             .guard_before_linear_memory(false)),
-        knob!("signals-based-traps=off", Host, true, |c| c.signals_based_traps(false)),
-        knob!("table-lazy-init=off", Host, true, |c| c.table_lazy_init(false)),
-        knob!("memory-init-cow=off", Host, true, |c| c.memory_init_cow(false)),
+        knob!("signals-based-traps=off", Host, true, |c| c
+            .signals_based_traps(false)),
+        knob!("table-lazy-init=off", Host, true, |c| c
+            .table_lazy_init(false)),
+        knob!("memory-init-cow=off", Host, true, |c| c
+            .memory_init_cow(false)),
         // Garbage collection and inlining.
-        knob!("collector=null", Host, true, |c| c.collector(wasmtime::Collector::Null)),
-        knob!("gc-heap-reservation=1MiB", Host, true, |c| c.gc_heap_reservation(1 << 20)),
-        knob!("compiler-inlining", Host, true, |c| c.compiler_inlining(wasmtime::Inlining::Yes)),
+        knob!("collector=null", Host, true, |c| c
+            .collector(wasmtime::Collector::Null)),
+        knob!("gc-heap-reservation=1MiB", Host, true, |c| c
+            .gc_heap_reservation(1 << 20)),
+        knob!("compiler-inlining", Host, true, |c| c
+            .compiler_inlining(wasmtime::Inlining::Yes)),
         // Interruption.
         knob!("consume-fuel", Host, true, |c| c.consume_fuel(true)),
-        knob!("epoch-interruption", Host, true, |c| c.epoch_interruption(true)),
+        knob!("epoch-interruption", Host, true, |c| c
+            .epoch_interruption(true)),
         // Debugging and metadata.
         knob!("debug-info", Host, true, |c| c.debug_info(true)),
-        knob!("generate-address-map=off", Host, true, |c| c.generate_address_map(false)),
+        knob!("generate-address-map=off", Host, true, |c| c
+            .generate_address_map(false)),
         knob!("native-unwind-info=off", Host, true, |c| c
             .signals_based_traps(false)
             .native_unwind_info(false)),
         // Module version strategies. `WasmtimeVersion` is the default.
         knob!("module-version=wasmtime", Host, false, |c| c
             .module_version(ModuleVersionStrategy::WasmtimeVersion)?),
-        knob!("module-version=custom", Host, true, |c| c
-            .module_version(ModuleVersionStrategy::Custom("my-build-7".into()))?),
+        knob!("module-version=custom", Host, true, |c| c.module_version(
+            ModuleVersionStrategy::Custom("my-build-7".into())
+        )?),
         knob!("module-version=none", Host, true, |c| c
             .module_version(ModuleVersionStrategy::None)?),
         // Cranelift settings.
         knob!("cranelift-nan-canonicalization", Host, true, |c| c
             .cranelift_nan_canonicalization(true)),
-        knob!("cranelift-flag-set regalloc_checker", Host, true, |c| unsafe {
-            c.cranelift_flag_set("regalloc_checker", "true")
-        }),
-        knob!("cranelift-flag-enable enable_heap_access_spectre_mitigation=off", Host, true, |c| unsafe {
-            c.cranelift_flag_set("enable_heap_access_spectre_mitigation", "false")
-        }),
-        knob!("cranelift-debug-verifier", Host, true, |c| c.cranelift_debug_verifier(true)),
+        knob!(
+            "cranelift-flag-set regalloc_checker",
+            Host,
+            true,
+            |c| unsafe { c.cranelift_flag_set("regalloc_checker", "true") }
+        ),
+        knob!(
+            "cranelift-flag-enable enable_heap_access_spectre_mitigation=off",
+            Host,
+            true,
+            |c| unsafe { c.cranelift_flag_set("enable_heap_access_spectre_mitigation", "false") }
+        ),
+        knob!("cranelift-debug-verifier", Host, true, |c| c
+            .cranelift_debug_verifier(true)),
         // Settings that only matter at run time: the section, and so the
         // hash, must not change.
-        knob!("max-wasm-stack=256KiB", Host, false, |c| c.max_wasm_stack(256 << 10)),
-        knob!("parallel-compilation=off", Host, false, |c| c.parallel_compilation(false)),
+        knob!("max-wasm-stack=256KiB", Host, false, |c| c
+            .max_wasm_stack(256 << 10)),
+        knob!("parallel-compilation=off", Host, false, |c| c
+            .parallel_compilation(false)),
         knob!("wasm-backtrace-max-frames=4", Host, false, |c| c
             .wasm_backtrace_max_frames(core::num::NonZeroUsize::new(4))),
-        knob!("coredump-on-trap", Host, false, |c| c.coredump_on_trap(true)),
-        knob!("async-stack-size=4MiB", Host, false, |c| c.async_stack_size(4 << 20)),
+        knob!("coredump-on-trap", Host, false, |c| c
+            .coredump_on_trap(true)),
+        knob!("async-stack-size=4MiB", Host, false, |c| c
+            .async_stack_size(4 << 20)),
         knob!("pooling-allocator", Host, false, |c| {
             let mut pool = wasmtime::PoolingAllocationConfig::new();
-            pool.total_memories(4).total_tables(4).total_core_instances(4);
+            pool.total_memories(4)
+                .total_tables(4)
+                .total_core_instances(4);
             pool.total_component_instances(4).total_stacks(4);
             c.allocation_strategy(pool)
         }),
         // Cross targets, with a target-specific feature enabled.
-        knob!("target=aarch64", Cross, true, |c| c.target("aarch64-unknown-linux-gnu")?),
+        knob!("target=aarch64", Cross, true, |c| c
+            .target("aarch64-unknown-linux-gnu")?),
         knob!("target=aarch64+lse", Cross, true, |c| {
             c.target("aarch64-unknown-linux-gnu")?;
             unsafe { c.cranelift_flag_enable("has_lse") }
         }),
-        knob!("target=riscv64gc", Cross, true, |c| c.target("riscv64gc-unknown-linux-gnu")?),
+        knob!("target=riscv64gc", Cross, true, |c| c
+            .target("riscv64gc-unknown-linux-gnu")?),
         knob!("target=riscv64gc+zba", Cross, true, |c| {
             c.target("riscv64gc-unknown-linux-gnu")?;
             unsafe { c.cranelift_flag_enable("has_zba") }
         }),
-        knob!("target=s390x", Cross, true, |c| c.target("s390x-unknown-linux-gnu")?),
+        knob!("target=s390x", Cross, true, |c| c
+            .target("s390x-unknown-linux-gnu")?),
         knob!("target=s390x+mie3", Cross, true, |c| {
             c.target("s390x-unknown-linux-gnu")?;
             unsafe { c.cranelift_flag_enable("has_mie3") }

@@ -31,7 +31,7 @@ pub const UPSTREAM_VERSION: &str = "48.0.8";
 
 /// Bump when the way a fork is assembled changes, so existing forks are
 /// regenerated.
-const FORK_FORMAT: &str = "xtask-fork-v1";
+const FORK_FORMAT: &str = "xtask-fork-v2";
 
 const STAMP_FILE: &str = ".xtask-fork";
 const BASE_TAG: &str = "upstream";
@@ -397,9 +397,14 @@ fn stamp_of(upstream: &Upstream, series: &[Patch]) -> String {
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Adds to the normalized `Cargo.toml` every `[dependencies]` entry of
-/// upstream's manifest (`Cargo.toml.orig`) that it lacks, resolving
-/// `workspace = true` through [`WORKSPACE_PINS`].
+/// Makes the two edits the normalized `Cargo.toml` needs:
+///
+/// * every `[dependencies]` entry of upstream's manifest (`Cargo.toml.orig`)
+///   that it lacks is added, resolving `workspace = true` through
+///   [`WORKSPACE_PINS`];
+/// * its `resolver` key is dropped: the fork is a member of our workspace,
+///   whose root sets the resolver, and cargo warns about the key on every
+///   command otherwise.
 fn sync_normalized_manifest(dir: &Path) -> Result<()> {
     let orig_path = dir.join("Cargo.toml.orig");
     let norm_path = dir.join("Cargo.toml");
@@ -416,7 +421,7 @@ fn sync_normalized_manifest(dir: &Path) -> Result<()> {
         .and_then(|d| d.as_table())
         .context("Cargo.toml.orig has no [dependencies]")?;
 
-    let mut text = git_norm.clone();
+    let mut text = git_norm.replacen("\nresolver = \"2\"\n", "\n", 1);
     for (name, spec) in want {
         if have.contains_key(name) {
             continue;

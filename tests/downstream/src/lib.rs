@@ -22,7 +22,9 @@ pub fn artifact_path(engine: &Engine, dir: &Path, wasm_digest: &str) -> Result<P
 /// Loads a module from `dir`, compiling and storing it on a miss.
 pub fn load_or_compile(engine: &Engine, dir: &Path, wasm: &[u8], digest: &str) -> Result<Module> {
     let path = artifact_path(engine, dir, digest)?;
-    if Engine::detect_serialization_compatibility_hash_file(&path).ok().flatten()
+    if Engine::detect_serialization_compatibility_hash_file(&path)
+        .ok()
+        .flatten()
         == Some(engine.serialization_compatibility_hash()?)
     {
         // SAFETY: the file is an artifact whose engine section matches this

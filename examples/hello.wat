@@ -1,0 +1,4 @@
+;; The example `cwasm demo` precompiles: a module exporting `answer`.
+(module
+  (func (export "answer") (result i32)
+    i32.const 42))
