@@ -476,7 +476,7 @@ fn git_output(dir: &Path, args: &[&str]) -> Result<String> {
     output(Command::new("git").current_dir(dir).args(args))
 }
 
-fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+pub fn copy_dir(from: &Path, to: &Path) -> Result<()> {
     fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
     for entry in fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
         let entry = entry?;
@@ -501,4 +501,9 @@ fn remove_dir_if_exists(dir: &Path) -> Result<()> {
 
 fn absolute(path: &Path) -> Result<PathBuf> {
     std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))
+}
+
+/// Where cargo unpacked the pinned, unpatched upstream package.
+pub fn upstream_dir(root: &Path) -> Result<PathBuf> {
+    Ok(locate_upstream(root)?.dir)
 }

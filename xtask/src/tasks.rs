@@ -2,8 +2,9 @@
 
 use crate::fork::{self, ForkOptions};
 use crate::{cargo, run};
-use anyhow::Result;
-use std::path::Path;
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 fn ensure_fork(root: &Path) -> Result<()> {
     fork::fork(
@@ -122,9 +123,117 @@ pub fn test(root: &Path) -> Result<()> {
     ]))
 }
 
-pub fn bench(root: &Path, _quick: bool) -> Result<()> {
+/// `cargo xtask bench`: every criterion benchmark, the pristine-vs-fork
+/// comparison of `precompile_module`, and `openssl speed` for reference.
+pub fn bench(root: &Path, quick: bool) -> Result<()> {
     ensure_fork(root)?;
-    run(cargo()
-        .current_dir(root)
-        .args(["bench", "--locked", "--workspace"]))
+    let criterion_home = root.join("target/criterion");
+    let criterion_args: &[&str] = if quick { &["--quick"] } else { &[] };
+
+    // 1. The same bench file against pristine wasmtime 48.0.8, saved as the
+    //    criterion baseline `pristine`.
+    let pristine = pristine_workspace(root)?;
+    let mut cmd = cargo();
+    cmd.current_dir(&pristine)
+        .env("CRITERION_HOME", &criterion_home)
+        .args(["bench", "--bench", "precompile", "--"])
+        .args(["--save-baseline", "pristine"])
+        .args(criterion_args);
+    run(&mut cmd)?;
+
+    // 2. The fork, compared against that baseline, then everything else.
+    let mut cmd = cargo();
+    cmd.current_dir(root)
+        .env("CRITERION_HOME", &criterion_home)
+        .args([
+            "bench",
+            "--locked",
+            "-p",
+            "cwasm-benches",
+            "--bench",
+            "precompile",
+        ])
+        .args(["--", "--save-baseline", "fork"])
+        .args(criterion_args);
+    run(&mut cmd)?;
+    for bench in ["hash", "reader", "sha256"] {
+        let mut cmd = cargo();
+        cmd.current_dir(root)
+            .env("CRITERION_HOME", &criterion_home)
+            .args([
+                "bench",
+                "--locked",
+                "-p",
+                "cwasm-benches",
+                "--bench",
+                bench,
+                "--",
+            ])
+            .args(criterion_args);
+        run(&mut cmd)?;
+    }
+
+    // 3. The reference the SHA-256 figures are read against.
+    match run(Command::new("openssl").args(["speed", "-evp", "sha256", "-seconds", "2"])) {
+        Ok(()) => {}
+        Err(e) => eprintln!("note: no `openssl speed` reference: {e:#}"),
+    }
+
+    let ratio = baseline_ratio(&criterion_home.join("precompile_module"))?;
+    println!("\nprecompile_module, fork / pristine (mean): {ratio:.4}");
+    println!("criterion's reports: {}", criterion_home.display());
+    Ok(())
+}
+
+/// Builds `target/xtask-pristine`: the registry package unpatched, and a
+/// bench package whose only bench is `benches/precompile.rs`.
+fn pristine_workspace(root: &Path) -> Result<PathBuf> {
+    let dir = root.join("target/xtask-pristine");
+    let upstream = fork::upstream_dir(root)?;
+    if dir.join("wasmtime").exists() {
+        std::fs::remove_dir_all(dir.join("wasmtime"))?;
+    }
+    fork::copy_dir(&upstream, &dir.join("wasmtime"))?;
+    let manifest = dir.join("wasmtime/Cargo.toml");
+    let text = std::fs::read_to_string(&manifest)?;
+    std::fs::write(&manifest, text.replacen("\nresolver = \"2\"\n", "\n", 1))?;
+    std::fs::create_dir_all(dir.join("bench"))?;
+    let benches = root.join("benches");
+    std::fs::write(
+        dir.join("Cargo.toml"),
+        "[workspace]\nmembers = [\"wasmtime\", \"bench\"]\nresolver = \"3\"\n",
+    )?;
+    std::fs::write(
+        dir.join("bench/Cargo.toml"),
+        format!(
+            "[package]\nname = \"pristine-bench\"\nversion = \"0.0.0\"\nedition = \"2024\"\n\
+             publish = false\nautobenches = false\n\n[dev-dependencies]\n\
+             criterion = {{ version = \"0.8\", default-features = false, features = [\"cargo_bench_support\"] }}\n\
+             wasmtime = {{ path = \"../wasmtime\" }}\nwat = \"1\"\n\n\
+             [[bench]]\nname = \"precompile\"\npath = \"{}\"\nharness = false\n",
+            benches.join("precompile.rs").display()
+        ),
+    )?;
+    // Same dependency versions as the fork's build.
+    std::fs::copy(root.join("Cargo.lock"), dir.join("Cargo.lock"))?;
+    Ok(dir)
+}
+
+/// Mean time of the `fork` baseline over the `pristine` one, for the single
+/// benchmark in criterion's `group` directory.
+fn baseline_ratio(group: &Path) -> Result<f64> {
+    let mean = |baseline: &str| -> Result<f64> {
+        for entry in std::fs::read_dir(group)? {
+            let path = entry?.path().join(baseline).join("estimates.json");
+            if path.exists() {
+                let json: serde_json::Value =
+                    serde_json::from_str(&std::fs::read_to_string(&path)?)?;
+                return json["mean"]["point_estimate"]
+                    .as_f64()
+                    .with_context(|| format!("no mean in {}", path.display()));
+            }
+        }
+        bail!("no `{baseline}` estimates under {}", group.display())
+    };
+    Ok(mean("fork")? / mean("pristine")?)
 }
