@@ -1,0 +1,51 @@
+//! A store of precompiled wasmtime artifacts, keyed on
+//! `(SHA-256 of the wasm, Engine::serialization_compatibility_hash())`.
+//!
+//! Artifacts of many wasmtime versions, configurations and hosts live side by
+//! side, each reused wherever it is compatible:
+//!
+//! ```text
+//! <root>/
+//!   <engine-hex>/              one directory (prefix) per engine hash
+//!     engine.json              what the prefix is for: wasmtime version, target, first write
+//!     <wasm-hex>.cwasm         the artifact, byte for byte as wasmtime wrote it
+//!     <wasm-hex>.cwasm.hmac    its authentication tag, when the store has a key
+//! ```
+//!
+//! Retiring a wasmtime generation is one prefix delete
+//! ([`ArtifactStore::retain`]), and a listing says what each prefix is for.
+//!
+//! Before anything is handed to wasmtime's `unsafe` deserialization, the
+//! candidate's own engine section is read
+//! ([`Engine::detect_serialization_compatibility_hash`]) and must equal the
+//! key's engine hash, and, with a key configured, its HMAC-SHA-256 tag must
+//! verify. Anything else is evicted, counted, logged and compiled again.
+//!
+//! ```no_run
+//! use cwasm_store::ArtifactStore;
+//! use wasmtime::Engine;
+//!
+//! # fn main() -> wasmtime::Result<()> {
+//! let engine = Engine::default();
+//! let store = ArtifactStore::open("/var/cache/my-app/cwasm")?;
+//! let wasm = std::fs::read("app.wasm")?;
+//! // Compiles on the first call, loads the stored artifact (mmap) afterwards.
+//! let module = store.get_or_compile_module(&engine, &wasm)?;
+//! # let _ = module;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! [`Engine::detect_serialization_compatibility_hash`]: wasmtime::Engine::detect_serialization_compatibility_hash
+
+mod backend;
+mod config;
+mod digest;
+mod inspect;
+mod store;
+
+pub use backend::{Backend, Listed, LocalDir, ObjectStoreBackend};
+pub use config::{CacheConfig, StoreConfig};
+pub use digest::{Digest, Key};
+pub use inspect::{ArtifactInfo, FlagSetting, inspect};
+pub use store::{ArtifactStore, EngineDescriptor, EngineSummary, Entry, GcReport, Stats};

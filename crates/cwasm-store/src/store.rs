@@ -1,0 +1,891 @@
+//! The store itself: keys, tiers, checks, eviction and counters.
+
+use crate::backend::{Backend, Listed, LocalDir, ObjectStoreBackend};
+use crate::config::StoreConfig;
+use crate::digest::{Digest, Key};
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use wasmtime::component::Component;
+use wasmtime::error::Context;
+use wasmtime::{Engine, Module, Result, bail, format_err};
+
+const DESCRIPTOR: &str = "engine.json";
+const GC_STAMP: &str = ".gc-stamp";
+const HMAC_DOMAIN: &[u8] = b"cwasm-entry-v1\0";
+
+/// Counters of what the store did since it was opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// Lookups answered from the store.
+    pub hits: u64,
+    /// Lookups the store could not answer.
+    pub misses: u64,
+    /// Artifacts compiled by `get_or_compile_*`.
+    pub compiles: u64,
+    /// Entries deleted to stay within the size and count limits.
+    pub evictions: u64,
+    /// Entries refused (wrong engine stamp, bad or missing HMAC tag,
+    /// unreadable, or refused by wasmtime) and deleted.
+    pub rejected: u64,
+    /// Backend operations that failed (and were worked around).
+    pub store_errors: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    compiles: AtomicU64,
+    evictions: AtomicU64,
+    rejected: AtomicU64,
+    store_errors: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// What an engine-hash prefix of the store is for, written once per prefix
+/// as `<engine-hex>/engine.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineDescriptor {
+    /// The engine hash, hex.
+    pub engine: String,
+    /// The module version string recorded in the artifacts (the wasmtime
+    /// version, unless the engine set a custom one).
+    pub wasmtime_version: String,
+    /// The compilation target.
+    pub target: String,
+    /// When the prefix was first written, in seconds since the Unix epoch.
+    pub first_written: u64,
+}
+
+/// One stored artifact.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Entry {
+    /// Its key.
+    pub key: Key,
+    /// Its size in bytes, as stored.
+    pub size: u64,
+    /// When it was last used (local) or written (object stores), seconds
+    /// since the Unix epoch.
+    pub last_used: u64,
+}
+
+/// One engine-hash prefix of the store.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EngineSummary {
+    /// The engine hash.
+    pub engine: Digest,
+    /// Number of artifacts.
+    pub entries: u64,
+    /// Bytes of all objects under the prefix.
+    pub bytes: u64,
+    /// The prefix's descriptor, if it has a readable one.
+    pub descriptor: Option<EngineDescriptor>,
+}
+
+/// What a garbage collection did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct GcReport {
+    /// Artifacts before.
+    pub entries_before: u64,
+    /// Bytes before.
+    pub bytes_before: u64,
+    /// Artifacts deleted (or that would be, in a dry run).
+    pub deleted: Vec<Key>,
+    /// Bytes freed (or that would be).
+    pub bytes_freed: u64,
+}
+
+impl serde::Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl serde::Serialize for Key {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Key", 2)?;
+        st.serialize_field("engine", &self.engine)?;
+        st.serialize_field("wasm", &self.wasm)?;
+        st.end()
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Module,
+    Component,
+}
+
+/// A store of precompiled artifacts; see the crate documentation.
+///
+/// Cheap to share between threads (`&ArtifactStore` is all the API needs),
+/// and safe to share between processes: every write is atomic, and every
+/// read is checked before it reaches wasmtime.
+pub struct ArtifactStore {
+    local: Option<LocalDir>,
+    remote: Option<Box<dyn Backend>>,
+    config: StoreConfig,
+    counters: Counters,
+    inflight: Mutex<HashMap<Key, Arc<Mutex<()>>>>,
+}
+
+impl std::fmt::Debug for ArtifactStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArtifactStore")
+            .field("local", &self.local)
+            .field("remote", &self.remote)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ArtifactStore {
+    /// A store in the local directory `dir`, with default limits.
+    pub fn open(dir: impl AsRef<Path>) -> Result<ArtifactStore> {
+        ArtifactStore::new(
+            Some(LocalDir::new(dir.as_ref())?),
+            None,
+            StoreConfig::default(),
+        )
+    }
+
+    /// A store at `location`: a directory path, or an object store URL
+    /// (`s3://bucket/prefix`, ...). An object store gets no local tier; use
+    /// [`ArtifactStore::new`] to put one in front.
+    pub fn open_location(location: &str, config: StoreConfig) -> Result<ArtifactStore> {
+        if location.contains("://") && !location.starts_with("file://") {
+            let remote = ObjectStoreBackend::open(location)?;
+            ArtifactStore::new(None, Some(Box::new(remote)), config)
+        } else {
+            let dir = location.strip_prefix("file://").unwrap_or(location);
+            ArtifactStore::new(Some(LocalDir::new(dir)?), None, config)
+        }
+    }
+
+    /// A store with an optional local directory tier in front of an optional
+    /// remote backend: reads go local first, then remote (copying hits into
+    /// the local tier), writes go to both. `config.cache.directory` is used as
+    /// the local tier when `local` is `None`.
+    pub fn new(
+        local: Option<LocalDir>,
+        remote: Option<Box<dyn Backend>>,
+        config: StoreConfig,
+    ) -> Result<ArtifactStore> {
+        let local = match (local, &config.cache.directory) {
+            (Some(local), _) => Some(local),
+            (None, Some(dir)) => Some(LocalDir::new(dir)?),
+            (None, None) => None,
+        };
+        if local.is_none() && remote.is_none() {
+            bail!("a store needs a local directory, a remote backend, or both");
+        }
+        Ok(ArtifactStore {
+            local,
+            remote,
+            config,
+            counters: Counters::default(),
+            inflight: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The configuration the store was opened with.
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    /// The counters since the store was opened.
+    pub fn stats(&self) -> Stats {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Stats {
+            hits: get(&c.hits),
+            misses: get(&c.misses),
+            compiles: get(&c.compiles),
+            evictions: get(&c.evictions),
+            rejected: get(&c.rejected),
+            store_errors: get(&c.store_errors),
+        }
+    }
+
+    /// Loads the module `wasm` compiled by `engine` from the store, or
+    /// compiles it and stores the artifact. Store failures never fail this
+    /// call: they are logged, counted, and the module is compiled.
+    pub fn get_or_compile_module(&self, engine: &Engine, wasm: &[u8]) -> Result<Module> {
+        self.get_or_compile_module_with_digest(engine, wasm, Digest::of(wasm))
+    }
+
+    /// Like [`ArtifactStore::get_or_compile_module`], with the wasm's digest
+    /// supplied by the caller (say, an OCI layer digest) instead of computed.
+    pub fn get_or_compile_module_with_digest(
+        &self,
+        engine: &Engine,
+        wasm: &[u8],
+        wasm_digest: Digest,
+    ) -> Result<Module> {
+        let key = Key::with_wasm_digest(engine, wasm_digest)?;
+        self.get_or_compile(engine, &key, Kind::Module, || {
+            engine.precompile_module(wasm)
+        })
+        // SAFETY: `get_or_compile` hands out only artifacts whose engine
+        // stamp equals this engine's hash (and whose tag verified).
+        .and_then(|loaded| loaded.into_module(engine))
+    }
+
+    /// Like [`ArtifactStore::get_or_compile_module`], for components.
+    pub fn get_or_compile_component(&self, engine: &Engine, wasm: &[u8]) -> Result<Component> {
+        self.get_or_compile_component_with_digest(engine, wasm, Digest::of(wasm))
+    }
+
+    /// Like [`ArtifactStore::get_or_compile_component`], with the wasm's
+    /// digest supplied by the caller.
+    pub fn get_or_compile_component_with_digest(
+        &self,
+        engine: &Engine,
+        wasm: &[u8],
+        wasm_digest: Digest,
+    ) -> Result<Component> {
+        let key = Key::with_wasm_digest(engine, wasm_digest)?;
+        self.get_or_compile(engine, &key, Kind::Component, || {
+            engine.precompile_component(wasm)
+        })
+        .and_then(|loaded| loaded.into_component(engine))
+    }
+
+    fn get_or_compile(
+        &self,
+        engine: &Engine,
+        key: &Key,
+        kind: Kind,
+        compile: impl FnOnce() -> Result<Vec<u8>>,
+    ) -> Result<Loaded> {
+        let span = tracing::info_span!("cwasm_store.get_or_compile", engine = %key.engine, wasm = %key.wasm, ?kind);
+        let _enter = span.enter();
+        if let Some(loaded) = self.lookup(engine, key, kind)? {
+            bump(&self.counters.hits);
+            return Ok(loaded);
+        }
+        // Single flight: one compile per key in this process; the others
+        // wait for it and then find the stored artifact.
+        let flight = self
+            .inflight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(*key)
+            .or_default()
+            .clone();
+        let _guard = flight.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(loaded) = self.lookup(engine, key, kind)? {
+            bump(&self.counters.hits);
+            return Ok(loaded);
+        }
+        bump(&self.counters.misses);
+        bump(&self.counters.compiles);
+        let artifact = {
+            let _compile = tracing::info_span!("compile").entered();
+            compile()?
+        };
+        if let Err(e) = self.put(key, &artifact) {
+            bump(&self.counters.store_errors);
+            tracing::warn!(error = %format!("{e:#}"), "could not store the compiled artifact; continuing without the store");
+        }
+        self.inflight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(key);
+        Ok(Loaded::Bytes(artifact))
+    }
+
+    /// Finds a usable artifact for `key`: local tier, then remote. Entries
+    /// that fail a check are evicted and counted; backend errors are logged.
+    /// The only error is a caller's: asking for a module under a component's
+    /// key, or the reverse.
+    fn lookup(&self, engine: &Engine, key: &Key, kind: Kind) -> Result<Option<Loaded>> {
+        let path = key.artifact_path();
+        if let Some(local) = &self.local {
+            match self.read_checked(local, key, &path, true) {
+                Ok(Some(Checked::File(file))) => {
+                    check_kind(
+                        key,
+                        kind,
+                        Engine::detect_precompiled_file(&file).ok().flatten(),
+                    )?;
+                    let loaded = Loaded::File(file);
+                    match loaded.probe(engine, kind) {
+                        Ok(loaded) => {
+                            if let Err(e) = local.touch(&path) {
+                                tracing::debug!(error = %format!("{e:#}"), "could not record last use");
+                            }
+                            return Ok(Some(loaded));
+                        }
+                        Err(e) => self.reject(local, key, &format!("wasmtime refused it: {e:#}")),
+                    }
+                }
+                Ok(Some(Checked::Bytes(_))) | Ok(None) => {}
+                Err(Rejected(reason)) => self.reject(local, key, &reason),
+            }
+        }
+        let Some(remote) = self.remote.as_deref() else {
+            return Ok(None);
+        };
+        let bytes = match self.read_remote(remote, key) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return Ok(None),
+            Err(Rejected(reason)) => {
+                self.reject_remote(remote, key, &reason);
+                return Ok(None);
+            }
+        };
+        check_kind(key, kind, Engine::detect_precompiled(&bytes))?;
+        // Read-through: keep a raw, memory-mappable copy in the local tier.
+        if let Some(local) = &self.local {
+            if let Err(e) = self.write_entry(local, key, &bytes, false) {
+                bump(&self.counters.store_errors);
+                tracing::warn!(error = %format!("{e:#}"), "could not copy a remote hit into the local tier");
+            } else if let Some(file) = local.local_file(&path)
+                && let Ok(loaded) = Loaded::File(file).probe(engine, kind)
+            {
+                return Ok(Some(loaded));
+            }
+        }
+        match Loaded::Bytes(bytes).probe(engine, kind) {
+            Ok(loaded) => Ok(Some(loaded)),
+            Err(e) => {
+                self.reject_remote(remote, key, &format!("wasmtime refused it: {e:#}"));
+                Ok(None)
+            }
+        }
+    }
+
+    /// Reads and checks `key`'s artifact in `backend`. With `prefer_file`
+    /// and a backend that has files, checks the file in place (reading only
+    /// its section table and engine section, unless a tag must be verified).
+    fn read_checked(
+        &self,
+        backend: &dyn Backend,
+        key: &Key,
+        path: &str,
+        prefer_file: bool,
+    ) -> Result<Option<Checked>, Rejected> {
+        if prefer_file
+            && self.config.hmac_key.is_none()
+            && let Some(file) = backend.local_file(path)
+        {
+            return match Engine::detect_serialization_compatibility_hash_file(&file) {
+                Err(_) if !file.exists() => Ok(None),
+                Err(e) => Err(Rejected(format!("unreadable: {e:#}"))),
+                Ok(found) => {
+                    check_stamp(key, found)?;
+                    Ok(Some(Checked::File(file)))
+                }
+            };
+        }
+        let bytes = match backend.read(path) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                bump(&self.counters.store_errors);
+                tracing::warn!(error = %format!("{e:#}"), "store read failed; treating as a miss");
+                return Ok(None);
+            }
+        };
+        check_stamp(key, Engine::detect_serialization_compatibility_hash(&bytes))?;
+        self.check_tag(backend, key, &bytes)?;
+        match backend.local_file(path) {
+            Some(file) if prefer_file => Ok(Some(Checked::File(file))),
+            _ => Ok(Some(Checked::Bytes(bytes))),
+        }
+    }
+
+    fn read_remote(&self, remote: &dyn Backend, key: &Key) -> Result<Option<Vec<u8>>, Rejected> {
+        let raw_path = key.artifact_path();
+        let zst_path = format!("{raw_path}.zst");
+        let mut paths = [raw_path, zst_path];
+        if self.config.compress_remote {
+            paths.reverse();
+        }
+        for path in &paths {
+            let raw = match remote.read(path) {
+                Ok(Some(raw)) => raw,
+                Ok(None) => continue,
+                Err(e) => {
+                    bump(&self.counters.store_errors);
+                    tracing::warn!(error = %format!("{e:#}"), "remote read failed; treating as a miss");
+                    return Ok(None);
+                }
+            };
+            let bytes = if path.ends_with(".zst") {
+                zstd::decode_all(&raw[..]).map_err(|e| Rejected(format!("not valid zstd: {e}")))?
+            } else {
+                raw
+            };
+            check_stamp(key, Engine::detect_serialization_compatibility_hash(&bytes))?;
+            self.check_tag(remote, key, &bytes)?;
+            return Ok(Some(bytes));
+        }
+        Ok(None)
+    }
+
+    fn check_tag(&self, backend: &dyn Backend, key: &Key, artifact: &[u8]) -> Result<(), Rejected> {
+        let Some(secret) = &self.config.hmac_key else {
+            return Ok(());
+        };
+        let tag = match backend.read(&key.tag_path()) {
+            Ok(Some(tag)) => tag,
+            Ok(None) => return Err(Rejected("it has no HMAC tag".into())),
+            Err(e) => return Err(Rejected(format!("its HMAC tag is unreadable: {e:#}"))),
+        };
+        let mut mac = hmac_for(secret, key);
+        mac.update(artifact);
+        mac.verify_slice(&tag)
+            .map_err(|_| Rejected("its HMAC tag does not verify".into()))
+    }
+
+    fn reject(&self, backend: &dyn Backend, key: &Key, reason: &str) {
+        bump(&self.counters.rejected);
+        tracing::warn!(store = %backend.describe(), engine = %key.engine, wasm = %key.wasm, reason, "rejected a stored artifact; evicting it");
+        for path in [key.artifact_path(), key.tag_path()] {
+            if let Err(e) = backend.delete(&path) {
+                bump(&self.counters.store_errors);
+                tracing::warn!(error = %format!("{e:#}"), "could not evict a rejected artifact");
+            }
+        }
+    }
+
+    fn reject_remote(&self, remote: &dyn Backend, key: &Key, reason: &str) {
+        self.reject(remote, key, reason);
+        let _ = remote.delete(&format!("{}.zst", key.artifact_path()));
+    }
+
+    /// The verified artifact stored under `key`, from the local tier or the
+    /// remote one, or `None`. Rejected entries are evicted.
+    pub fn get(&self, key: &Key) -> Result<Option<Vec<u8>>> {
+        let path = key.artifact_path();
+        if let Some(local) = &self.local {
+            match self.read_checked(local, key, &path, false) {
+                Ok(Some(Checked::Bytes(bytes))) => {
+                    bump(&self.counters.hits);
+                    let _ = local.touch(&path);
+                    return Ok(Some(bytes));
+                }
+                Ok(_) => {}
+                Err(Rejected(reason)) => self.reject(local, key, &reason),
+            }
+        }
+        if let Some(remote) = self.remote.as_deref() {
+            match self.read_remote(remote, key) {
+                Ok(Some(bytes)) => {
+                    bump(&self.counters.hits);
+                    if let Some(local) = &self.local {
+                        let _ = self.write_entry(local, key, &bytes, false);
+                    }
+                    return Ok(Some(bytes));
+                }
+                Ok(None) => {}
+                Err(Rejected(reason)) => self.reject_remote(remote, key, &reason),
+            }
+        }
+        bump(&self.counters.misses);
+        Ok(None)
+    }
+
+    /// Stores `artifact` under `key`, in every tier. The artifact's own
+    /// engine stamp must match the key: the store never files an artifact
+    /// under an engine it was not compiled by.
+    pub fn put(&self, key: &Key, artifact: &[u8]) -> Result<()> {
+        let found = Engine::detect_serialization_compatibility_hash(artifact)
+            .context("not a wasmtime artifact")?;
+        if found != key.engine.0 {
+            bail!(
+                "the artifact was compiled by engine {}, not {}",
+                Digest(found),
+                key.engine
+            );
+        }
+        let mut result = Ok(());
+        if let Some(local) = &self.local {
+            result = self.write_entry(local, key, artifact, false);
+            if result.is_ok() {
+                self.maybe_gc(local);
+            }
+        }
+        if let Some(remote) = self.remote.as_deref() {
+            let written = self.write_entry(remote, key, artifact, self.config.compress_remote);
+            result = result.and(written);
+        }
+        result
+    }
+
+    fn write_entry(
+        &self,
+        backend: &dyn Backend,
+        key: &Key,
+        artifact: &[u8],
+        compress: bool,
+    ) -> Result<()> {
+        if let Some(descriptor) = describe(key, artifact) {
+            let json = serde_json::to_vec_pretty(&descriptor)?;
+            backend.write_new(&format!("{}/{DESCRIPTOR}", key.engine), &json)?;
+        }
+        // The tag first: an artifact is never visible without its tag.
+        if let Some(secret) = &self.config.hmac_key {
+            let mut mac = hmac_for(secret, key);
+            mac.update(artifact);
+            backend.write(&key.tag_path(), &mac.finalize().into_bytes())?;
+        }
+        if compress {
+            let level = self.config.cache.baseline_compression_level;
+            let packed = zstd::encode_all(artifact, level).context("zstd compression failed")?;
+            backend.write(&format!("{}.zst", key.artifact_path()), &packed)
+        } else {
+            backend.write(&key.artifact_path(), artifact)
+        }
+    }
+
+    /// Whether an artifact is stored under `key` (not checked).
+    pub fn contains(&self, key: &Key) -> Result<bool> {
+        for backend in self.backends() {
+            if backend
+                .list(&format!("{}/{}.cwasm", key.engine, key.wasm))?
+                .iter()
+                .any(|l| l.path.ends_with(".cwasm") || l.path.ends_with(".cwasm.zst"))
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Removes `key`'s artifact (and tag) from every tier.
+    pub fn remove(&self, key: &Key) -> Result<()> {
+        for backend in self.backends() {
+            for path in [
+                key.artifact_path(),
+                key.tag_path(),
+                format!("{}.zst", key.artifact_path()),
+            ] {
+                backend.delete(&path)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every artifact of the primary tier (local if there is one), by key.
+    pub fn list(&self) -> Result<Vec<Entry>> {
+        Ok(entries(self.primary().list("")?))
+    }
+
+    /// A summary per engine-hash prefix of the primary tier.
+    pub fn engines(&self) -> Result<Vec<EngineSummary>> {
+        let primary = self.primary();
+        let mut by_engine: BTreeMap<Digest, EngineSummary> = BTreeMap::new();
+        for listed in primary.list("")? {
+            let Some((engine, _)) = listed.path.split_once('/') else {
+                continue;
+            };
+            let Ok(engine) = engine.parse::<Digest>() else {
+                continue;
+            };
+            let summary = by_engine.entry(engine).or_insert_with(|| EngineSummary {
+                engine,
+                entries: 0,
+                bytes: 0,
+                descriptor: None,
+            });
+            summary.bytes += listed.size;
+            if is_artifact(&listed.path) {
+                summary.entries += 1;
+            }
+        }
+        for summary in by_engine.values_mut() {
+            summary.descriptor = primary
+                .read(&format!("{}/{DESCRIPTOR}", summary.engine))
+                .ok()
+                .flatten()
+                .and_then(|json| serde_json::from_slice(&json).ok());
+        }
+        Ok(by_engine.into_values().collect())
+    }
+
+    /// Deletes every engine prefix not in `keep`, from every tier: the way
+    /// to retire a wasmtime generation. Returns the number of objects deleted.
+    pub fn retain(&self, keep: &[Digest]) -> Result<usize> {
+        let mut deleted = 0;
+        for backend in self.backends() {
+            for listed in backend.list("")? {
+                let engine = listed.path.split('/').next().unwrap_or_default();
+                if engine.parse::<Digest>().is_ok_and(|e| !keep.contains(&e)) {
+                    backend.delete(&listed.path)?;
+                    deleted += 1;
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Checks every entry of the primary tier: engine stamp against key and,
+    /// with a key configured, the HMAC tag. Returns the bad entries with the
+    /// reason; deletes nothing.
+    pub fn verify(&self) -> Result<Vec<(Key, String)>> {
+        let primary = self.primary();
+        let mut bad = Vec::new();
+        for entry in self.list()? {
+            let key = entry.key;
+            let result = match &self.local {
+                Some(local) => self
+                    .read_checked(local, &key, &key.artifact_path(), false)
+                    .map(drop),
+                None => self.read_remote(primary, &key).map(drop),
+            };
+            if let Err(Rejected(reason)) = result {
+                bad.push((key, reason));
+            }
+        }
+        Ok(bad)
+    }
+
+    /// Applies the size and count soft limits to the primary tier: when
+    /// either is exceeded, deletes least recently used artifacts until both
+    /// are under their `*-limit-percent-if-deleting` share. With `dry_run`,
+    /// reports what it would delete.
+    pub fn gc(&self, dry_run: bool) -> Result<GcReport> {
+        let primary = self.primary();
+        if let Some(local) = &self.local
+            && !dry_run
+        {
+            local.remove_stale_temporaries()?;
+        }
+        let listed = primary.list("")?;
+        let tag_sizes: HashMap<&str, u64> = listed
+            .iter()
+            .filter_map(|l| Some((l.path.strip_suffix(".hmac")?, l.size)))
+            .collect();
+        let mut artifacts: Vec<(&Listed, u64)> = listed
+            .iter()
+            .filter(|l| is_artifact(&l.path))
+            .map(|l| {
+                (
+                    l,
+                    l.size + tag_sizes.get(l.path.as_str()).copied().unwrap_or(0),
+                )
+            })
+            .collect();
+        let c = &self.config.cache;
+        let mut report = GcReport {
+            entries_before: artifacts.len() as u64,
+            bytes_before: artifacts.iter().map(|(_, s)| s).sum(),
+            ..GcReport::default()
+        };
+        if report.entries_before <= c.file_count_soft_limit
+            && report.bytes_before <= c.files_total_size_soft_limit
+        {
+            return Ok(report);
+        }
+        let count_target =
+            c.file_count_soft_limit * u64::from(c.file_count_limit_percent_if_deleting) / 100;
+        let size_target = ((u128::from(c.files_total_size_soft_limit)
+            * u128::from(c.files_total_size_limit_percent_if_deleting))
+            / 100) as u64;
+        artifacts.sort_by_key(|(l, _)| l.last_used);
+        let (mut count, mut bytes) = (report.entries_before, report.bytes_before);
+        for (listed, size) in artifacts {
+            if count <= count_target && bytes <= size_target {
+                break;
+            }
+            let Some(key) = key_of(&listed.path) else {
+                continue;
+            };
+            if !dry_run {
+                primary.delete(&listed.path)?;
+                primary.delete(&key.tag_path())?;
+                bump(&self.counters.evictions);
+            }
+            count -= 1;
+            bytes -= size;
+            report.bytes_freed += size;
+            report.deleted.push(key);
+        }
+        tracing::info!(
+            deleted = report.deleted.len(),
+            bytes = report.bytes_freed,
+            dry_run,
+            "store gc"
+        );
+        Ok(report)
+    }
+
+    /// Runs `gc` if `cleanup-interval` has passed since the last one (across
+    /// processes: the time is kept in a stamp file).
+    fn maybe_gc(&self, local: &LocalDir) {
+        let stamp = local.root().join(GC_STAMP);
+        let due = match std::fs::metadata(&stamp).and_then(|m| m.modified()) {
+            Ok(at) => at.elapsed().unwrap_or(Duration::ZERO) >= self.config.cache.cleanup_interval,
+            Err(_) => true,
+        };
+        if !due {
+            return;
+        }
+        let _ = std::fs::write(&stamp, b"");
+        if let Err(e) = self.gc(false) {
+            bump(&self.counters.store_errors);
+            tracing::warn!(error = %format!("{e:#}"), "store gc failed");
+        }
+    }
+
+    fn primary(&self) -> &dyn Backend {
+        match (&self.local, &self.remote) {
+            (Some(local), _) => local,
+            (None, Some(remote)) => remote.as_ref(),
+            (None, None) => unreachable!("checked in ArtifactStore::new"),
+        }
+    }
+
+    fn backends(&self) -> impl Iterator<Item = &dyn Backend> {
+        self.local
+            .iter()
+            .map(|l| l as &dyn Backend)
+            .chain(self.remote.as_deref())
+    }
+}
+
+/// Why an entry was refused.
+struct Rejected(String);
+
+enum Checked {
+    File(std::path::PathBuf),
+    Bytes(Vec<u8>),
+}
+
+/// An artifact ready for wasmtime: a checked file or checked bytes.
+enum Loaded {
+    File(std::path::PathBuf),
+    Bytes(Vec<u8>),
+    Module(Module),
+    Component(Component),
+}
+
+impl Loaded {
+    /// Deserializes into `kind`, so failures surface inside `lookup`.
+    fn probe(self, engine: &Engine, kind: Kind) -> Result<Loaded> {
+        // SAFETY (all four): every `Loaded::File`/`Loaded::Bytes` is either
+        // an artifact `engine` just compiled, or one whose engine section
+        // hashes to `engine.serialization_compatibility_hash()` (and whose
+        // HMAC tag verified, with a key configured).
+        Ok(match (self, kind) {
+            (Loaded::File(f), Kind::Module) => {
+                Loaded::Module(unsafe { Module::deserialize_file(engine, f)? })
+            }
+            (Loaded::Bytes(b), Kind::Module) => {
+                Loaded::Module(unsafe { Module::deserialize(engine, b)? })
+            }
+            (Loaded::File(f), Kind::Component) => {
+                Loaded::Component(unsafe { Component::deserialize_file(engine, f)? })
+            }
+            (Loaded::Bytes(b), Kind::Component) => {
+                Loaded::Component(unsafe { Component::deserialize(engine, b)? })
+            }
+            (done, _) => done,
+        })
+    }
+
+    fn into_module(self, engine: &Engine) -> Result<Module> {
+        match self.probe(engine, Kind::Module)? {
+            Loaded::Module(m) => Ok(m),
+            _ => Err(format_err!(
+                "the stored artifact is a component, not a module"
+            )),
+        }
+    }
+
+    fn into_component(self, engine: &Engine) -> Result<Component> {
+        match self.probe(engine, Kind::Component)? {
+            Loaded::Component(c) => Ok(c),
+            _ => Err(format_err!(
+                "the stored artifact is a module, not a component"
+            )),
+        }
+    }
+}
+
+fn check_kind(key: &Key, kind: Kind, found: Option<wasmtime::Precompiled>) -> Result<()> {
+    use wasmtime::Precompiled;
+    match (kind, found) {
+        (Kind::Module, Some(Precompiled::Component)) => bail!(
+            "the artifact stored under wasm digest {} is a component; use \
+             `get_or_compile_component`",
+            key.wasm
+        ),
+        (Kind::Component, Some(Precompiled::Module)) => bail!(
+            "the artifact stored under wasm digest {} is a module; use \
+             `get_or_compile_module`",
+            key.wasm
+        ),
+        _ => Ok(()),
+    }
+}
+
+fn check_stamp(key: &Key, found: Option<[u8; 32]>) -> Result<(), Rejected> {
+    match found {
+        Some(found) if found == key.engine.0 => Ok(()),
+        Some(found) => Err(Rejected(format!(
+            "its engine stamp is {}, not the key's {}",
+            Digest(found),
+            key.engine
+        ))),
+        None => Err(Rejected("it is not a wasmtime artifact".into())),
+    }
+}
+
+fn hmac_for(secret: &[u8], key: &Key) -> Hmac<sha2::Sha256> {
+    let mut mac =
+        <Hmac<sha2::Sha256> as Mac>::new_from_slice(secret).expect("HMAC accepts any key length");
+    mac.update(HMAC_DOMAIN);
+    mac.update(&key.engine.0);
+    mac.update(&key.wasm.0);
+    mac
+}
+
+fn is_artifact(path: &str) -> bool {
+    key_of(path).is_some()
+}
+
+fn key_of(path: &str) -> Option<Key> {
+    Key::from_artifact_path(path.strip_suffix(".zst").unwrap_or(path))
+}
+
+fn entries(listed: Vec<Listed>) -> Vec<Entry> {
+    listed
+        .into_iter()
+        .filter_map(|l| {
+            Some(Entry {
+                key: key_of(&l.path)?,
+                size: l.size,
+                last_used: l
+                    .last_used
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+            })
+        })
+        .collect()
+}
+
+/// The descriptor for `key`'s prefix, read from the artifact's own engine
+/// section.
+fn describe(key: &Key, artifact: &[u8]) -> Option<EngineDescriptor> {
+    let info = crate::inspect::inspect(artifact).ok()?;
+    Some(EngineDescriptor {
+        engine: key.engine.to_string(),
+        wasmtime_version: info.version,
+        target: info.target,
+        first_written: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    })
+}
