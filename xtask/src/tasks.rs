@@ -101,9 +101,16 @@ pub fn test(root: &Path) -> Result<()> {
     // includes wasmtime's), and every library, binary and integration test
     // of ours. Upstream's own integration tests are left out by naming ours:
     // they need workspace-internal crates that the registry package lacks.
+    // The object-store tests run against a real S3-compatible server.
+    let s3 = S3Server::start(root)?;
     let mut cmd = cargo();
-    cmd.current_dir(root)
-        .args(["test", "--locked", "--workspace", "--lib", "--bins"]);
+    cmd.current_dir(root).envs(s3.env()).args([
+        "test",
+        "--locked",
+        "--workspace",
+        "--lib",
+        "--bins",
+    ]);
     for name in integration_tests(root)? {
         cmd.args(["--test", &name]);
     }
@@ -236,4 +243,97 @@ fn baseline_ratio(group: &Path) -> Result<f64> {
         bail!("no `{baseline}` estimates under {}", group.display())
     };
     Ok(mean("fork")? / mean("pristine")?)
+}
+
+/// moto's S3 server, installed from the Python package registry into
+/// `target/moto-venv` on first use and started on a free loopback port for
+/// the duration of the tests.
+struct S3Server {
+    child: std::process::Child,
+    port: u16,
+}
+
+const MOTO: &str = "moto[server]==5.2.5";
+const TEST_BUCKET: &str = "cwasm-test";
+
+impl S3Server {
+    fn start(root: &Path) -> Result<S3Server> {
+        let venv = root.join("target/moto-venv");
+        let server = venv.join("bin/moto_server");
+        if !server.exists() {
+            run(Command::new("python3").arg("-m").arg("venv").arg(&venv))
+                .context("creating a Python virtual environment for moto (needs python3)")?;
+            run(Command::new(venv.join("bin/pip")).args([
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                MOTO,
+            ]))
+            .context("installing moto from the Python package registry")?;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let log = std::fs::File::create(root.join("target/moto.log"))?;
+        let child = Command::new(&server)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting moto_server")?;
+        let server = S3Server { child, port };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            match server.create_bucket() {
+                Ok(()) => break,
+                Err(e) if std::time::Instant::now() > deadline => {
+                    return Err(e).context("moto did not come up within 60s (see target/moto.log)");
+                }
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(200)),
+            }
+        }
+        eprintln!("S3 (moto) listening on 127.0.0.1:{port}, bucket `{TEST_BUCKET}`");
+        Ok(server)
+    }
+
+    /// `PUT /<bucket>`: moto accepts unsigned requests.
+    fn create_bucket(&self) -> Result<()> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port))?;
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+        write!(
+            stream,
+            "PUT /{TEST_BUCKET} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\n\
+             Connection: close\r\n\r\n",
+            self.port
+        )?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        if !response.starts_with("HTTP/1.1 200") {
+            bail!("creating the test bucket failed: {response}");
+        }
+        Ok(())
+    }
+
+    fn env(&self) -> Vec<(String, String)> {
+        [
+            ("CWASM_TEST_S3_URL", format!("s3://{TEST_BUCKET}")),
+            ("CWASM_REQUIRE_S3", "1".into()),
+            ("AWS_ENDPOINT", format!("http://127.0.0.1:{}", self.port)),
+            ("AWS_ALLOW_HTTP", "true".into()),
+            ("AWS_ACCESS_KEY_ID", "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+            ("AWS_REGION", "us-east-1".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
