@@ -1,76 +1,508 @@
 //! `cwasm`: precompiled WebAssembly keyed on wasmtime's
-//! `Engine::serialization_compatibility_hash`. See README.md.
+//! `Engine::serialization_compatibility_hash`, for operators. See README.md.
 
-use std::path::PathBuf;
+mod flags;
+
+use clap::{Args, Parser, Subcommand};
+use cwasm_store::{ArtifactStore, CacheConfig, Digest, Key, StoreConfig};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use wasmtime::error::Context;
-use wasmtime::{Engine, Instance, Module, Store};
-use wasmtime::{Result, bail};
+use wasmtime::{Engine, Instance, Result, Store, bail};
 
 const EXAMPLE_WAT: &str = include_str!("../examples/hello.wat");
 
-fn main() -> std::process::ExitCode {
-    match run() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+/// Exit status when `verify` finds bad entries.
+const EXIT_BAD_ENTRIES: u8 = 3;
+
+#[derive(Parser)]
+#[command(
+    name = "cwasm",
+    version,
+    about = "Precompiled WebAssembly stored by wasmtime's serialization compatibility hash",
+    after_help = "\
+Stores: --store takes a directory or an object store URL (s3://bucket/prefix,
+gs://..., az://..., http(s)://...); credentials and endpoints come from the
+usual environment variables (AWS_ACCESS_KEY_ID, AWS_ENDPOINT, ...). Without
+--store, the local store in your cache directory is used
+($XDG_CACHE_HOME/cwasm or ~/.cache/cwasm), or the `directory` of --config.
+
+Exit status: 0 success; 1 error; 2 invalid usage; 3 `verify` found bad entries."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the engine hash of this host's default config, or of the config
+    /// the flags describe.
+    Hash {
+        #[command(flatten)]
+        engine: flags::EngineFlags,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what a precompiled artifact (.cwasm) was compiled for.
+    Inspect {
+        /// The artifact.
+        file: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Precompile wasm modules and components into the store, in parallel.
+    Compile {
+        /// The .wasm (or .wat) files.
+        #[arg(required = true, value_name = "WASM")]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        engine: flags::EngineFlags,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the store: per engine hash, entries, bytes and what it is for.
+    Ls {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every entry's engine stamp against its key (and its HMAC tag,
+    /// with --hmac-key-file). Exits with 3 if any entry is bad.
+    Verify {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply the size and count limits, and with --keep, drop every other
+    /// engine generation.
+    Gc {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Keep only these engine hashes (hex), deleting all other prefixes.
+        #[arg(long, num_args = 1..)]
+        keep: Vec<String>,
+        /// Report what would be deleted, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The main job: compile a bundled example into the local store, show its
+    /// hash, and load it back from the store.
+    Demo {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Args, Clone)]
+struct StoreArgs {
+    /// Directory or object store URL of the store.
+    #[arg(long)]
+    store: Option<String>,
+    /// A wasmtime cache config file (`[cache]` TOML): limits, and the
+    /// directory when --store is not given.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// File holding the key for HMAC-SHA-256 entry tags.
+    #[arg(long)]
+    hmac_key_file: Option<PathBuf>,
+    /// Compress artifacts with zstd in object stores.
+    #[arg(long)]
+    compress: bool,
+}
+
+impl StoreArgs {
+    fn open(&self) -> Result<ArtifactStore> {
+        let cache = match &self.config {
+            Some(path) => CacheConfig::from_file(path)?,
+            None => CacheConfig::default(),
+        };
+        let hmac_key = match &self.hmac_key_file {
+            Some(path) => Some(
+                std::fs::read(path)
+                    .with_context(|| format!("failed to read HMAC key {}", path.display()))?,
+            ),
+            None => None,
+        };
+        let location = match (&self.store, &cache.directory) {
+            (Some(store), _) => store.clone(),
+            (None, Some(dir)) => dir.display().to_string(),
+            (None, None) => default_store()?.display().to_string(),
+        };
+        let config = StoreConfig {
+            cache: CacheConfig {
+                directory: None,
+                ..cache
+            },
+            hmac_key,
+            compress_remote: self.compress,
+        };
+        ArtifactStore::open_location(&location, config)
+            .with_context(|| format!("failed to open the store at {location}"))
+    }
+}
+
+fn default_store() -> Result<PathBuf> {
+    let cache = match std::env::var_os("XDG_CACHE_HOME") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => match std::env::var_os("HOME") {
+            Some(home) => PathBuf::from(home).join(".cache"),
+            None => bail!("no cache directory: set XDG_CACHE_HOME or HOME, or pass --store"),
+        },
+    };
+    Ok(cache.join("cwasm"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            ExitCode::FAILURE
         }
     }
 }
 
-fn run() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("demo") | None => demo(),
-        Some(other) => bail!("unknown command `{other}`; try `cwasm demo`"),
+fn run(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Hash { engine, json } => hash(&engine, json)?,
+        Command::Inspect { file, json } => inspect(&file, json)?,
+        Command::Compile {
+            files,
+            engine,
+            store,
+            json,
+        } => compile(&files, &engine, &store, json)?,
+        Command::Ls { store, json } => ls(&store, json)?,
+        Command::Verify { store, json } => return verify(&store, json),
+        Command::Gc {
+            store,
+            keep,
+            dry_run,
+            json,
+        } => gc(&store, &keep, dry_run, json)?,
+        Command::Demo { store } => demo(&store)?,
     }
+    Ok(ExitCode::SUCCESS)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Shows the feature end to end: this host's hash, a freshly precompiled
-/// artifact whose section yields the same hash, and the artifact loaded back.
-fn demo() -> Result<()> {
-    let engine = Engine::default();
-    let hash = engine.serialization_compatibility_hash()?;
-    println!("engine hash of this host's default config: {}", hex(&hash));
-
-    let artifact = engine
-        .precompile_module(EXAMPLE_WAT.as_bytes())
-        .context("precompiling examples/hello.wat")?;
-    let dir = tempdir()?;
-    let path = dir.join(format!("{}.cwasm", hex(&hash)));
-    std::fs::write(&path, &artifact).with_context(|| format!("writing {}", path.display()))?;
-    let read_back = Engine::detect_serialization_compatibility_hash_file(&path)?
-        .context("the artifact has no engine section")?;
-    println!(
-        "engine hash read back from {} ({} bytes): {}",
-        path.display(),
-        artifact.len(),
-        hex(&read_back)
-    );
-    if read_back != hash {
-        bail!("the artifact's hash differs from the engine's");
-    }
-
-    // SAFETY: the file was just produced by this engine, and its engine
-    // section was checked against this engine's hash above.
-    let module = unsafe { Module::deserialize_file(&engine, &path)? };
-    let mut store = Store::new(&engine, ());
-    let instance = Instance::new(&mut store, &module, &[])?;
-    let answer = instance.get_typed_func::<(), i32>(&mut store, "answer")?;
-    println!(
-        "loaded it back and called `answer`: {}",
-        answer.call(&mut store, ())?
-    );
-    std::fs::remove_dir_all(&dir)?;
+fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 
-fn tempdir() -> Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("cwasm-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    Ok(dir)
+fn hash(flags: &flags::EngineFlags, json: bool) -> Result<()> {
+    let engine = flags.engine()?;
+    let hash = Digest(engine.serialization_compatibility_hash()?);
+    if json {
+        // What an artifact of this engine would record.
+        let info = cwasm_store::inspect(&engine.precompile_module(b"(module)")?)?;
+        print_json(&serde_json::json!({
+            "engine_hash": hash.to_string(),
+            "version": info.version,
+            "target": info.target,
+        }))
+    } else {
+        println!("{hash}");
+        Ok(())
+    }
+}
+
+fn inspect(file: &Path, json: bool) -> Result<()> {
+    let bytes =
+        std::fs::read(file).with_context(|| format!("failed to read {}", file.display()))?;
+    let info = cwasm_store::inspect(&bytes).with_context(|| format!("{}", file.display()))?;
+    if json {
+        return print_json(&info);
+    }
+    println!("file:         {}", file.display());
+    println!("kind:         {}", info.kind);
+    println!("engine hash:  {}", info.engine_hash);
+    println!("version:      {}", info.version);
+    println!("target:       {}", info.target);
+    let show = |flags: &[cwasm_store::FlagSetting]| {
+        flags
+            .iter()
+            .map(|f| format!("{}={}", f.name, f.value))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    println!("shared flags: {}", show(&info.shared_flags));
+    println!("isa flags:    {}", show(&info.isa_flags));
+    Ok(())
+}
+
+/// Whether `bytes` (binary or text) is a component rather than a core module.
+fn is_component(bytes: &[u8]) -> bool {
+    if bytes.starts_with(b"\0asm") {
+        // Core modules have version 1, layer 0; components layer 1.
+        return bytes.get(6..8) == Some(&[1, 0]);
+    }
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(4096)]);
+    text.lines()
+        .map(|l| l.split(";;").next().unwrap_or("").trim())
+        .find(|l| !l.is_empty())
+        .is_some_and(|l| l.starts_with("(component"))
+}
+
+#[derive(serde::Serialize)]
+struct Compiled {
+    file: String,
+    kind: &'static str,
+    engine: String,
+    wasm: String,
+    error: Option<String>,
+}
+
+fn compile(
+    files: &[PathBuf],
+    flags: &flags::EngineFlags,
+    store: &StoreArgs,
+    json: bool,
+) -> Result<()> {
+    let engine = flags.engine()?;
+    let store = store.open()?;
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Compiled>> = Mutex::new(Vec::new());
+    let progress = (!json && std::io::stderr().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new(files.len() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {elapsed} {msg}")
+                .expect("a valid template"),
+        );
+        bar
+    });
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    std::thread::scope(|s| {
+        for _ in 0..workers.min(files.len()) {
+            s.spawn(|| {
+                while let Some(file) = files.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let result = compile_one(&engine, &store, file);
+                    let line = match &result.error {
+                        None => format!(
+                            "compiled {} ({}) -> {}/{}",
+                            result.file, result.kind, result.engine, result.wasm
+                        ),
+                        Some(e) => format!("failed {}: {e}", result.file),
+                    };
+                    match &progress {
+                        Some(bar) => {
+                            bar.println(&line);
+                            bar.inc(1);
+                        }
+                        None if !json => println!("{line}"),
+                        None => {}
+                    }
+                    results
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(result);
+                }
+            });
+        }
+    });
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    let results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    if json {
+        print_json(&results)?;
+    }
+    let failed = results.iter().filter(|r| r.error.is_some()).count();
+    if failed > 0 {
+        bail!("{failed} of {} files failed to compile", results.len());
+    }
+    Ok(())
+}
+
+fn compile_one(engine: &Engine, store: &ArtifactStore, file: &Path) -> Compiled {
+    let mut out = Compiled {
+        file: file.display().to_string(),
+        kind: "module",
+        engine: String::new(),
+        wasm: String::new(),
+        error: None,
+    };
+    let result = (|| -> Result<()> {
+        let bytes =
+            std::fs::read(file).with_context(|| format!("failed to read {}", file.display()))?;
+        let key = Key::new(engine, &bytes)?;
+        out.engine = key.engine.to_string();
+        out.wasm = key.wasm.to_string();
+        if is_component(&bytes) {
+            out.kind = "component";
+            store.get_or_compile_component(engine, &bytes)?;
+        } else {
+            store.get_or_compile_module(engine, &bytes)?;
+        }
+        Ok(())
+    })();
+    out.error = result.err().map(|e| format!("{e:#}"));
+    out
+}
+
+fn ls(store: &StoreArgs, json: bool) -> Result<()> {
+    let engines = store.open()?.engines()?;
+    if json {
+        return print_json(&engines);
+    }
+    if engines.is_empty() {
+        println!("(empty store)");
+    }
+    for e in engines {
+        let what = match &e.descriptor {
+            Some(d) => format!("wasmtime {} {}", d.wasmtime_version, d.target),
+            None => "(no descriptor)".to_string(),
+        };
+        println!(
+            "{}  {:>6} entries  {:>12} bytes  {what}",
+            e.engine, e.entries, e.bytes
+        );
+    }
+    Ok(())
+}
+
+fn verify(store: &StoreArgs, json: bool) -> Result<ExitCode> {
+    let store = store.open()?;
+    let checked = store.list()?.len();
+    let bad = store.verify()?;
+    if json {
+        let bad: Vec<_> = bad
+            .iter()
+            .map(|(key, reason)| serde_json::json!({ "key": key, "reason": reason }))
+            .collect();
+        print_json(&serde_json::json!({ "checked": checked, "bad": bad }))?;
+    } else {
+        for (key, reason) in &bad {
+            println!("bad {}/{}: {reason}", key.engine, key.wasm);
+        }
+        println!("{checked} entries checked, {} bad", bad.len());
+    }
+    Ok(if bad.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_BAD_ENTRIES)
+    })
+}
+
+fn gc(store: &StoreArgs, keep: &[String], dry_run: bool, json: bool) -> Result<()> {
+    let store = store.open()?;
+    let mut dropped = Vec::new();
+    if !keep.is_empty() {
+        let keep: Vec<Digest> = keep.iter().map(|h| h.parse()).collect::<Result<_>>()?;
+        for e in store.engines()? {
+            if !keep.contains(&e.engine) {
+                dropped.push(e);
+            }
+        }
+        if !dry_run {
+            store.retain(&keep)?;
+        }
+    }
+    let report = store.gc(dry_run)?;
+    if json {
+        return print_json(&serde_json::json!({
+            "dry_run": dry_run,
+            "dropped_engines": dropped,
+            "limits": report,
+        }));
+    }
+    let verb = if dry_run { "would drop" } else { "dropped" };
+    for e in &dropped {
+        println!(
+            "{verb} engine {} ({} entries, {} bytes)",
+            e.engine, e.entries, e.bytes
+        );
+    }
+    let verb = if dry_run { "would evict" } else { "evicted" };
+    println!(
+        "{verb} {} of {} entries ({} of {} bytes) to meet the limits",
+        report.deleted.len(),
+        report.entries_before,
+        report.bytes_freed,
+        report.bytes_before
+    );
+    Ok(())
+}
+
+/// The main job: the feature end to end, on the local store.
+fn demo(store_args: &StoreArgs) -> Result<()> {
+    let engine = Engine::default();
+    let hash = Digest(engine.serialization_compatibility_hash()?);
+    println!("engine hash of this host's default config: {hash}");
+
+    let store = store_args.open()?;
+    // Compiles and stores the example the first time, finds it afterwards.
+    store.get_or_compile_module(&engine, EXAMPLE_WAT.as_bytes())?;
+    let key = Key::new(&engine, EXAMPLE_WAT.as_bytes())?;
+    let location = store_args
+        .store
+        .clone()
+        .map_or_else(|| default_store().map(|p| p.display().to_string()), Ok)?;
+    println!(
+        "examples/hello.wat is stored at {location}/{}",
+        key.artifact_path()
+    );
+    let artifact = store
+        .get(&key)?
+        .context("the example is not in the store after compiling it")?;
+    let read_back = Engine::detect_serialization_compatibility_hash(&artifact)
+        .context("the stored artifact has no engine section")?;
+    println!(
+        "engine hash read back from the stored artifact: {}",
+        Digest(read_back)
+    );
+    if read_back != hash.0 {
+        bail!("the stored artifact's hash differs from the engine's");
+    }
+    // Now certainly a hit: loaded (memory-mapped) from the store.
+    let module = store.get_or_compile_module(&engine, EXAMPLE_WAT.as_bytes())?;
+    let mut wasm_store = Store::new(&engine, ());
+    let instance = Instance::new(&mut wasm_store, &module, &[])?;
+    let answer = instance.get_typed_func::<(), i32>(&mut wasm_store, "answer")?;
+    println!(
+        "loaded it from the store and called `answer`: {}",
+        answer.call(&mut wasm_store, ())?
+    );
+    let stats = store.stats();
+    println!(
+        "store: {} hit(s), {} miss(es), {} compile(s)",
+        stats.hits, stats.misses, stats.compiles
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn components_are_told_from_modules() {
+        assert!(is_component(b"\0asm\x0d\0\x01\0"));
+        assert!(!is_component(b"\0asm\x01\0\0\0"));
+        assert!(is_component(b";; a comment\n(component)"));
+        assert!(!is_component(b"(module)"));
+    }
 }

@@ -1,0 +1,274 @@
+//! The `cwasm` binary, driven as an operator would: real files, a real
+//! store directory, exit codes and JSON.
+
+mod common;
+
+use assert_cmd::Command;
+use common::{MODULE_WAT, hex};
+use wasmtime::{Config, Engine, OptLevel};
+
+fn cwasm() -> Command {
+    Command::cargo_bin("cwasm").unwrap()
+}
+
+fn stdout(cmd: &mut Command) -> String {
+    let out = cmd.assert().success().get_output().stdout.clone();
+    String::from_utf8(out).unwrap()
+}
+
+fn json(cmd: &mut Command) -> serde_json::Value {
+    serde_json::from_str(&stdout(cmd)).unwrap()
+}
+
+#[test]
+fn hash_matches_the_library() {
+    let default = hex(&Engine::default()
+        .serialization_compatibility_hash()
+        .unwrap());
+    assert_eq!(stdout(cwasm().arg("hash")).trim(), default);
+
+    let mut config = Config::new();
+    config.target("aarch64-unknown-linux-gnu").unwrap();
+    config.cranelift_opt_level(OptLevel::None);
+    config.wasm_threads(false).consume_fuel(true);
+    unsafe {
+        config.cranelift_flag_enable("has_lse");
+    }
+    let expected = hex(&Engine::new(&config)
+        .unwrap()
+        .serialization_compatibility_hash()
+        .unwrap());
+    let out = json(cwasm().args([
+        "hash",
+        "--target",
+        "aarch64-unknown-linux-gnu",
+        "-O",
+        "opt-level=0",
+        "-W",
+        "threads=n,fuel=1000",
+        "-C",
+        "cranelift-has-lse",
+        "--json",
+    ]));
+    assert_eq!(out["engine_hash"], expected);
+    assert_eq!(out["target"], "aarch64-unknown-linux-gnu");
+    assert_eq!(out["version"], "48");
+}
+
+#[test]
+fn bad_flags_are_usage_errors() {
+    cwasm()
+        .args(["hash", "-O", "opt-level=9"])
+        .assert()
+        .failure()
+        .code(1)
+        .stderr(predicates::str::contains("opt-level"));
+    cwasm()
+        .args(["hash", "-W", "bogus"])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("unknown -W option `bogus`"));
+    cwasm().args(["hash", "--nope"]).assert().code(2);
+}
+
+#[test]
+fn inspect_artifacts_and_non_artifacts() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::default();
+    let path = dir.path().join("m.cwasm");
+    std::fs::write(
+        &path,
+        engine.precompile_module(MODULE_WAT.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let out = json(cwasm().arg("inspect").arg(&path).arg("--json"));
+    assert_eq!(out["kind"], "module");
+    assert_eq!(
+        out["engine_hash"],
+        hex(&engine.serialization_compatibility_hash().unwrap())
+    );
+    assert_eq!(out["version"], "48");
+    assert!(out["isa_flags"].as_array().unwrap().len() > 3);
+    let text = stdout(cwasm().arg("inspect").arg(&path));
+    assert!(text.contains("kind:         module"), "{text}");
+
+    let wasm = dir.path().join("m.wasm");
+    std::fs::write(&wasm, b"\0asm\x01\0\0\0").unwrap();
+    let out = cwasm().arg("inspect").arg(&wasm).assert().code(1);
+    let err = String::from_utf8(out.get_output().stderr.clone()).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("not a wasmtime artifact"), "{err}");
+}
+
+#[test]
+fn compile_ls_verify_gc() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let store = store.to_str().unwrap();
+    let mut files = Vec::new();
+    for i in 0..3 {
+        let f = dir.path().join(format!("m{i}.wat"));
+        std::fs::write(
+            &f,
+            format!("(module (func (export \"f\") (result i32) i32.const {i}))"),
+        )
+        .unwrap();
+        files.push(f);
+    }
+    let c = dir.path().join("c.wat");
+    std::fs::write(&c, "(component)").unwrap();
+    files.push(c);
+
+    let out = json(
+        cwasm()
+            .arg("compile")
+            .args(&files)
+            .args(["--store", store, "--json"]),
+    );
+    let out = out.as_array().unwrap();
+    assert_eq!(out.len(), 4);
+    assert!(out.iter().all(|r| r["error"].is_null()), "{out:?}");
+    assert_eq!(out.iter().filter(|r| r["kind"] == "component").count(), 1);
+    // Plain lines without a terminal.
+    let text = stdout(
+        cwasm()
+            .arg("compile")
+            .args(&files[..1])
+            .args(["--store", store]),
+    );
+    assert!(text.starts_with("compiled "), "{text}");
+
+    // A second engine generation.
+    cwasm()
+        .arg("compile")
+        .args(&files[..1])
+        .args(["--store", store, "-O", "opt-level=0"])
+        .assert()
+        .success();
+    let ls = json(cwasm().args(["ls", "--store", store, "--json"]));
+    let ls = ls.as_array().unwrap();
+    assert_eq!(ls.len(), 2);
+    let default_hash = hex(&Engine::default()
+        .serialization_compatibility_hash()
+        .unwrap());
+    let ours = ls
+        .iter()
+        .find(|e| e["engine"] == default_hash.as_str())
+        .unwrap();
+    assert_eq!(ours["entries"], 4);
+    assert_eq!(ours["descriptor"]["wasmtime_version"], "48");
+    assert!(stdout(cwasm().args(["ls", "--store", store])).contains("wasmtime 48"));
+
+    // verify: clean, then one corrupted entry gives exit 3 and names it.
+    cwasm().args(["verify", "--store", store]).assert().code(0);
+    let victim = std::fs::read_dir(dir.path().join("store").join(&default_hash))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .unwrap();
+    std::fs::write(&victim, b"not an artifact").unwrap();
+    let out = cwasm().args(["verify", "--store", store]).assert().code(3);
+    let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    let stem = victim.file_stem().unwrap().to_str().unwrap();
+    assert!(
+        text.contains(stem) && text.contains("5 entries checked, 1 bad"),
+        "{text}"
+    );
+
+    // gc --keep: a dry run first, then for real.
+    let text = stdout(cwasm().args(["gc", "--store", store, "--dry-run", "--keep", &default_hash]));
+    assert!(text.contains("would drop engine"), "{text}");
+    assert_eq!(
+        json(cwasm().args(["ls", "--store", store, "--json"]))
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    cwasm()
+        .args(["gc", "--store", store, "--keep", &default_hash])
+        .assert()
+        .success();
+    assert_eq!(
+        json(cwasm().args(["ls", "--store", store, "--json"]))
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // gc with limits from a wasmtime cache config file.
+    let config = dir.path().join("cache.toml");
+    std::fs::write(
+        &config,
+        "[cache]\nfile-count-soft-limit = \"2\"\nfile-count-limit-percent-if-deleting = \"50%\"\n",
+    )
+    .unwrap();
+    let out = json(
+        cwasm()
+            .args(["gc", "--store", store, "--json", "--config"])
+            .arg(&config),
+    );
+    assert_eq!(
+        out["limits"]["deleted"].as_array().unwrap().len(),
+        3,
+        "{out}"
+    );
+    let ls = json(cwasm().args(["ls", "--store", store, "--json"]));
+    assert_eq!(ls[0]["entries"], 1);
+}
+
+#[test]
+fn demo_uses_the_cache_directory_and_hits_the_second_time() {
+    let cache = tempfile::tempdir().unwrap();
+    let run = || stdout(cwasm().arg("demo").env("XDG_CACHE_HOME", cache.path()));
+    let first = run();
+    assert!(first.contains("called `answer`: 42"), "{first}");
+    assert!(first.contains("1 compile(s)"), "{first}");
+    let second = run();
+    assert!(second.contains("0 compile(s)"), "{second}");
+    let hash = hex(&Engine::default()
+        .serialization_compatibility_hash()
+        .unwrap());
+    assert!(
+        cache
+            .path()
+            .join("cwasm")
+            .join(&hash)
+            .join("engine.json")
+            .exists()
+    );
+}
+
+/// `--store s3://...` against the S3 server `cargo xtask test` starts.
+#[test]
+fn object_store_urls() {
+    let Ok(bucket) = std::env::var("CWASM_TEST_S3_URL") else {
+        assert!(
+            std::env::var_os("CWASM_REQUIRE_S3").is_none(),
+            "CWASM_REQUIRE_S3 is set but CWASM_TEST_S3_URL is not"
+        );
+        eprintln!("skipped: no S3 server (run `cargo xtask test`)");
+        return;
+    };
+    let url = format!("{bucket}/cli-{}", std::process::id());
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("m.wat");
+    std::fs::write(&f, MODULE_WAT).unwrap();
+    cwasm()
+        .arg("compile")
+        .arg(&f)
+        .args(["--store", &url, "--compress"])
+        .assert()
+        .success();
+    let ls = json(cwasm().args(["ls", "--store", &url, "--json"]));
+    assert_eq!(ls[0]["entries"], 1, "{ls}");
+    cwasm().args(["verify", "--store", &url]).assert().code(0);
+    cwasm()
+        .args(["gc", "--store", &url, "--keep"])
+        .arg("0".repeat(64))
+        .assert()
+        .success();
+    let ls = json(cwasm().args(["ls", "--store", &url, "--json"]));
+    assert_eq!(ls.as_array().unwrap().len(), 0, "{ls}");
+}
