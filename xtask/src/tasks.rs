@@ -163,10 +163,12 @@ pub fn bench(root: &Path, quick: bool) -> Result<()> {
         .args(["--", "--save-baseline", "fork"])
         .args(criterion_args);
     run(&mut cmd)?;
-    for bench in ["hash", "reader", "sha256"] {
+    let s3 = S3Server::start(root)?;
+    for bench in ["hash", "reader", "store", "sha256"] {
         let mut cmd = cargo();
         cmd.current_dir(root)
             .env("CRITERION_HOME", &criterion_home)
+            .envs(s3.env())
             .args([
                 "bench",
                 "--locked",
