@@ -288,11 +288,13 @@ impl ArtifactStore {
         }
         bump(&self.counters.misses);
         bump(&self.counters.compiles);
-        let artifact = {
+        let compiled = {
             let _compile = tracing::info_span!("compile").entered();
-            compile()?
+            compile()
         };
-        if let Err(e) = self.put(key, &artifact) {
+        if let Ok(artifact) = &compiled
+            && let Err(e) = self.put(key, artifact)
+        {
             bump(&self.counters.store_errors);
             tracing::warn!(error = %format!("{e:#}"), "could not store the compiled artifact; continuing without the store");
         }
@@ -300,7 +302,7 @@ impl ArtifactStore {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(key);
-        Ok(Loaded::Bytes(artifact))
+        compiled.map(Loaded::Bytes)
     }
 
     /// Finds a usable artifact for `key`: local tier, then remote. Entries
@@ -311,13 +313,18 @@ impl ArtifactStore {
         let path = key.artifact_path();
         if let Some(local) = &self.local {
             match self.read_checked(local, key, &path, true) {
-                Ok(Some(Checked::File(file))) => {
-                    check_kind(
-                        key,
-                        kind,
-                        Engine::detect_precompiled_file(&file).ok().flatten(),
-                    )?;
-                    let loaded = Loaded::File(file);
+                Ok(Some(checked)) => {
+                    let (loaded, found) = match checked {
+                        Checked::File(file) => {
+                            let found = Engine::detect_precompiled_file(&file).ok().flatten();
+                            (Loaded::File(file), found)
+                        }
+                        Checked::Bytes(bytes) => {
+                            let found = Engine::detect_precompiled(&bytes);
+                            (Loaded::Bytes(bytes), found)
+                        }
+                    };
+                    check_kind(key, kind, found)?;
                     match loaded.probe(engine, kind) {
                         Ok(loaded) => {
                             if let Err(e) = local.touch(&path) {
@@ -328,7 +335,7 @@ impl ArtifactStore {
                         Err(e) => self.reject(local, key, &format!("wasmtime refused it: {e:#}")),
                     }
                 }
-                Ok(Some(Checked::Bytes(_))) | Ok(None) => {}
+                Ok(None) => {}
                 Err(Rejected(reason)) => self.reject(local, key, &reason),
             }
         }
@@ -349,9 +356,13 @@ impl ArtifactStore {
             if let Err(e) = self.write_entry(local, key, &bytes, false) {
                 bump(&self.counters.store_errors);
                 tracing::warn!(error = %format!("{e:#}"), "could not copy a remote hit into the local tier");
-            } else if let Some(file) = local.local_file(&path)
+            } else if self.config.hmac_key.is_none()
+                && let Some(file) = local.local_file(&path)
                 && let Ok(loaded) = Loaded::File(file).probe(engine, kind)
             {
+                // Memory-mapped from the new local copy. (With a key, the
+                // verified bytes are loaded instead: the file could have been
+                // replaced since.)
                 return Ok(Some(loaded));
             }
         }
@@ -364,9 +375,10 @@ impl ArtifactStore {
         }
     }
 
-    /// Reads and checks `key`'s artifact in `backend`. With `prefer_file`
-    /// and a backend that has files, checks the file in place (reading only
-    /// its section table and engine section, unless a tag must be verified).
+    /// Reads and checks `key`'s artifact in `backend`. With `prefer_file`, a
+    /// backend that has files and no HMAC key, checks the file in place
+    /// (reading only its section table and engine section) so that it can be
+    /// memory-mapped; otherwise reads and checks the bytes.
     fn read_checked(
         &self,
         backend: &dyn Backend,
@@ -398,10 +410,9 @@ impl ArtifactStore {
         };
         check_stamp(key, Engine::detect_serialization_compatibility_hash(&bytes))?;
         self.check_tag(backend, key, &bytes)?;
-        match backend.local_file(path) {
-            Some(file) if prefer_file => Ok(Some(Checked::File(file))),
-            _ => Ok(Some(Checked::Bytes(bytes))),
-        }
+        // The bytes that were verified are the ones to load: re-opening the
+        // file would let a writer swap it after the check.
+        Ok(Some(Checked::Bytes(bytes)))
     }
 
     fn read_remote(&self, remote: &dyn Backend, key: &Key) -> Result<Option<Vec<u8>>, Rejected> {

@@ -2,30 +2,20 @@
 //! before `unsafe`, HMAC, eviction, retention, single flight, and failures
 //! that must not fail the caller.
 
+mod common;
+
+use common::{call, wasm};
 use cwasm_store::{
     ArtifactStore, Backend, CacheConfig, Digest, Key, Listed, LocalDir, StoreConfig,
 };
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use wasmtime::{Config, Engine, Instance, Module, OptLevel, Result, Store, bail};
-
-fn wasm(n: i32) -> Vec<u8> {
-    format!("(module (func (export \"answer\") (result i32) i32.const {n}))").into_bytes()
-}
+use wasmtime::{Config, Engine, OptLevel, Result, Store, bail};
 
 const COMPONENT: &str = r#"(component
   (core module $m (func (export "answer") (result i32) i32.const 7))
   (core instance $i (instantiate $m))
   (func (export "answer") (result s32) (canon lift (core func $i "answer"))))"#;
-
-fn call(engine: &Engine, module: &Module) -> i32 {
-    let mut store = Store::new(engine, ());
-    let instance = Instance::new(&mut store, module, &[]).unwrap();
-    let f = instance
-        .get_typed_func::<(), i32>(&mut store, "answer")
-        .unwrap();
-    f.call(&mut store, ()).unwrap()
-}
 
 fn other_engine() -> Engine {
     let mut config = Config::new();

@@ -4,9 +4,12 @@
 //! say so and pass, unless `CWASM_REQUIRE_S3` is set (as `cargo xtask test`
 //! and CI do), when its absence is a failure.
 
+mod common;
+
+use common::{call, wasm};
 use cwasm_store::{ArtifactStore, Backend, Digest, Key, LocalDir, ObjectStoreBackend, StoreConfig};
 use std::sync::atomic::{AtomicU32, Ordering};
-use wasmtime::{Config, Engine, Instance, Module, OptLevel, Result, Store};
+use wasmtime::{Config, Engine, OptLevel, Result};
 
 /// A fresh prefix in the test bucket for each test.
 fn s3_url() -> Option<String> {
@@ -25,19 +28,6 @@ fn s3_url() -> Option<String> {
             None
         }
     }
-}
-
-fn wasm(n: i32) -> Vec<u8> {
-    format!("(module (func (export \"answer\") (result i32) i32.const {n}))").into_bytes()
-}
-
-fn call(engine: &Engine, module: &Module) -> i32 {
-    let mut store = Store::new(engine, ());
-    let instance = Instance::new(&mut store, module, &[]).unwrap();
-    let f = instance
-        .get_typed_func::<(), i32>(&mut store, "answer")
-        .unwrap();
-    f.call(&mut store, ()).unwrap()
 }
 
 fn remote(url: &str) -> Box<dyn Backend> {

@@ -1,0 +1,20 @@
+//! Helpers shared by the store's integration tests.
+
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use wasmtime::{Engine, Instance, Module, Store};
+
+/// A module whose export `answer` returns `n`.
+pub fn wasm(n: i32) -> Vec<u8> {
+    format!("(module (func (export \"answer\") (result i32) i32.const {n}))").into_bytes()
+}
+
+/// Instantiates `module` and calls its `answer`.
+pub fn call(engine: &Engine, module: &Module) -> i32 {
+    let mut store = Store::new(engine, ());
+    let instance = Instance::new(&mut store, module, &[]).unwrap();
+    let f = instance
+        .get_typed_func::<(), i32>(&mut store, "answer")
+        .unwrap();
+    f.call(&mut store, ()).unwrap()
+}
