@@ -314,25 +314,35 @@ impl ArtifactStore {
         if let Some(local) = &self.local {
             match self.read_checked(local, key, &path, true) {
                 Ok(Some(checked)) => {
-                    let (loaded, found) = match checked {
-                        Checked::File(file) => {
-                            let found = Engine::detect_precompiled_file(&file).ok().flatten();
-                            (Loaded::File(file), found)
-                        }
+                    // The artifact's kind is read only when wasmtime refuses
+                    // it (reading it from a file parses the symbol table):
+                    // a module asked for under a component's key is the
+                    // caller's mistake, not a bad entry.
+                    let (probed, found) = match checked {
+                        Checked::File(file) => match Loaded::File(file.clone()).probe(engine, kind)
+                        {
+                            Ok(loaded) => (Ok(loaded), None),
+                            Err(e) => (
+                                Err(e),
+                                Engine::detect_precompiled_file(&file).ok().flatten(),
+                            ),
+                        },
                         Checked::Bytes(bytes) => {
                             let found = Engine::detect_precompiled(&bytes);
-                            (Loaded::Bytes(bytes), found)
+                            (Loaded::Bytes(bytes).probe(engine, kind), found)
                         }
                     };
-                    check_kind(key, kind, found)?;
-                    match loaded.probe(engine, kind) {
+                    match probed {
                         Ok(loaded) => {
                             if let Err(e) = local.touch(&path) {
                                 tracing::debug!(error = %format!("{e:#}"), "could not record last use");
                             }
                             return Ok(Some(loaded));
                         }
-                        Err(e) => self.reject(local, key, &format!("wasmtime refused it: {e:#}")),
+                        Err(e) => {
+                            check_kind(key, kind, found)?;
+                            self.reject(local, key, &format!("wasmtime refused it: {e:#}"));
+                        }
                     }
                 }
                 Ok(None) => {}
