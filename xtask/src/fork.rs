@@ -163,7 +163,9 @@ fn build_fork(tmp: &Path, upstream: &Upstream, series: &[Patch], stamp: &str) ->
         let out = Command::new("git")
             .current_dir(tmp)
             .envs(GIT_ENV.iter().copied())
-            .args(["am", "--quiet", "--committer-date-is-author-date"])
+            // No "run git am --continue" hints: the directory is discarded.
+            .args(["-c", "advice.mergeConflict=false", "am", "--quiet"])
+            .arg("--committer-date-is-author-date")
             .arg(&path)
             .output()
             .context("failed to run `git am`")?;
