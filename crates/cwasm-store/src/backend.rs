@@ -102,6 +102,33 @@ impl LocalDir {
         Ok(self.root.join(path))
     }
 
+    /// Appends the objects of directory `dir` whose paths start with
+    /// `prefix` to `out`, skipping writers' temporary files.
+    fn list_dir(&self, dir: &str, prefix: &str, out: &mut Vec<Listed>) -> Result<()> {
+        let path = self.file(dir)?;
+        let entries = match fs::read_dir(&path) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e).with_context(|| format!("failed to list {}", path.display())),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = format!("{dir}/{name}");
+            if name.starts_with(".tmp-") || !path.starts_with(prefix) {
+                continue;
+            }
+            // Deleted by a concurrent eviction since `read_dir`: skip.
+            let Ok(meta) = entry.metadata() else { continue };
+            out.push(Listed {
+                path,
+                size: meta.len(),
+                last_used: meta.modified()?,
+            });
+        }
+        Ok(())
+    }
+
     /// Removes temporary files left by writers that died mid-write.
     pub fn remove_stale_temporaries(&self) -> Result<usize> {
         let mut removed = 0;
@@ -185,31 +212,20 @@ impl Backend for LocalDir {
 
     fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
         let mut out = Vec::new();
-        let top = match fs::read_dir(&self.root) {
-            Ok(top) => top,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(e).context("failed to list the store"),
-        };
-        for dir in top {
-            let dir = dir?;
-            if !dir.file_type()?.is_dir() {
-                continue;
-            }
-            let dir_name = dir.file_name().to_string_lossy().into_owned();
-            for entry in fs::read_dir(dir.path())? {
-                let entry = entry?;
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let path = format!("{dir_name}/{name}");
-                if name.starts_with(".tmp-") || !path.starts_with(prefix) {
-                    continue;
+        // A prefix inside one engine directory reads only that directory.
+        if let Some((dir, _)) = prefix.split_once('/') {
+            self.list_dir(dir, prefix, &mut out)?;
+        } else {
+            let top = match fs::read_dir(&self.root) {
+                Ok(top) => top,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+                Err(e) => return Err(e).context("failed to list the store"),
+            };
+            for dir in top {
+                let dir = dir?;
+                if dir.file_type()?.is_dir() {
+                    self.list_dir(&dir.file_name().to_string_lossy(), prefix, &mut out)?;
                 }
-                // Deleted by a concurrent eviction since `read_dir`: skip.
-                let Ok(meta) = entry.metadata() else { continue };
-                out.push(Listed {
-                    path,
-                    size: meta.len(),
-                    last_used: meta.modified()?,
-                });
             }
         }
         out.sort_by(|a, b| a.path.cmp(&b.path));
@@ -329,9 +345,14 @@ impl Backend for ObjectStoreBackend {
 
     fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
         use futures_util::TryStreamExt;
+        // List under the deepest directory the prefix names, not the store.
+        let under = match prefix.rsplit_once('/') {
+            Some((dir, _)) => self.object(dir),
+            None => self.prefix.clone(),
+        };
         let all: Vec<object_store::ObjectMeta> = self
             .runtime
-            .block_on(self.store.list(Some(&self.prefix)).try_collect())
+            .block_on(self.store.list(Some(&under)).try_collect())
             .map_err(|e| format_err!("failed to list {}: {e}", self.url))?;
         let mut out: Vec<Listed> = all
             .into_iter()
