@@ -13,8 +13,36 @@ fn knob_subset() -> impl Strategy<Value = Vec<usize>> {
     proptest::collection::vec(0..n, 0..6)
 }
 
+/// 48 cases from a fixed seed, so CI is reproducible; set
+/// `PROPTEST_RNG_SEED` (or `PROPTEST_CASES`) to explore further.
+fn config() -> ProptestConfig {
+    let mut config = ProptestConfig {
+        cases: 48,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    if std::env::var_os("PROPTEST_RNG_SEED").is_none() {
+        config.rng_seed = proptest::test_runner::RngSeed::Fixed(0x5eed_c0de);
+    }
+    if let Some(cases) = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+    {
+        config.cases = cases;
+    }
+    config
+}
+
+/// wasmtime 48.0.8 panics compiling with `debug_info(true)` and
+/// `generate_address_map(false)` together (index out of bounds in
+/// `wasmtime-internal-cranelift`'s `debug/transform/simulate.rs`), a bug
+/// upstream that this property test found. The combination is left out of
+/// the property; `upstream_panics_on_debug_info_without_address_map` below
+/// fails once upstream fixes it, so the exclusion can go.
+const UPSTREAM_PANICS_TOGETHER: [&str; 2] = ["debug-info", "generate-address-map=off"];
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(config())]
 
     /// For a random combination of knobs (applied in order; combinations
     /// that wasmtime rejects are skipped): the hash is the SHA-256 of the
@@ -32,6 +60,7 @@ proptest! {
             cross |= knob.target == Target::Cross;
             names.push(knob.name);
         }
+        prop_assume!(!UPSTREAM_PANICS_TOGETHER.iter().all(|n| names.contains(n)));
         let what = names.join(" + ");
         let Ok(a) = Engine::new(&config) else {
             // An inconsistent combination (say, GC without reference types):
@@ -68,4 +97,18 @@ fn artifact() -> &'static [u8] {
             .precompile_module(MODULE_WAT.as_bytes())
             .unwrap()
     })
+}
+
+#[test]
+fn upstream_panics_on_debug_info_without_address_map() {
+    let mut config = Config::new();
+    config.debug_info(true).generate_address_map(false);
+    let engine = Engine::new(&config).unwrap();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        engine.precompile_module(MODULE_WAT.as_bytes())
+    }));
+    assert!(
+        result.is_err(),
+        "wasmtime no longer panics here: drop UPSTREAM_PANICS_TOGETHER from the property test"
+    );
 }
