@@ -319,18 +319,21 @@ impl ArtifactStore {
                     // a module asked for under a component's key is the
                     // caller's mistake, not a bad entry.
                     let (probed, found) = match checked {
-                        Checked::File(file) => match Loaded::File(file.clone()).probe(engine, kind)
-                        {
-                            Ok(loaded) => (Ok(loaded), None),
-                            Err(e) => (
-                                Err(e),
-                                Engine::detect_precompiled_file(&file).ok().flatten(),
-                            ),
-                        },
-                        Checked::Bytes(bytes) => {
+                        Loaded::File(file) => {
+                            match Loaded::File(file.clone()).probe(engine, kind) {
+                                Ok(loaded) => (Ok(loaded), None),
+                                Err(e) => (
+                                    Err(e),
+                                    Engine::detect_precompiled_file(&file).ok().flatten(),
+                                ),
+                            }
+                        }
+                        Loaded::Bytes(bytes) => {
                             let found = Engine::detect_precompiled(&bytes);
                             (Loaded::Bytes(bytes).probe(engine, kind), found)
                         }
+                        // `read_checked` returns files and bytes only.
+                        done => (Ok(done), None),
                     };
                     match probed {
                         Ok(loaded) => {
@@ -395,7 +398,7 @@ impl ArtifactStore {
         key: &Key,
         path: &str,
         prefer_file: bool,
-    ) -> Result<Option<Checked>, Rejected> {
+    ) -> Result<Option<Loaded>, Rejected> {
         if prefer_file
             && self.config.hmac_key.is_none()
             && let Some(file) = backend.local_file(path)
@@ -405,7 +408,7 @@ impl ArtifactStore {
                 Err(e) => Err(Rejected(format!("unreadable: {e:#}"))),
                 Ok(found) => {
                     check_stamp(key, found)?;
-                    Ok(Some(Checked::File(file)))
+                    Ok(Some(Loaded::File(file)))
                 }
             };
         }
@@ -422,7 +425,7 @@ impl ArtifactStore {
         self.check_tag(backend, key, &bytes)?;
         // The bytes that were verified are the ones to load: re-opening the
         // file would let a writer swap it after the check.
-        Ok(Some(Checked::Bytes(bytes)))
+        Ok(Some(Loaded::Bytes(bytes)))
     }
 
     fn read_remote(&self, remote: &dyn Backend, key: &Key) -> Result<Option<Vec<u8>>, Rejected> {
@@ -491,7 +494,7 @@ impl ArtifactStore {
         let path = key.artifact_path();
         if let Some(local) = &self.local {
             match self.read_checked(local, key, &path, false) {
-                Ok(Some(Checked::Bytes(bytes))) => {
+                Ok(Some(Loaded::Bytes(bytes))) => {
                     bump(&self.counters.hits);
                     let _ = local.touch(&path);
                     return Ok(Some(bytes));
@@ -778,11 +781,6 @@ impl ArtifactStore {
 
 /// Why an entry was refused.
 struct Rejected(String);
-
-enum Checked {
-    File(std::path::PathBuf),
-    Bytes(Vec<u8>),
-}
 
 /// An artifact ready for wasmtime: a checked file or checked bytes.
 enum Loaded {
