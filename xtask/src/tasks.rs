@@ -67,6 +67,22 @@ fn integration_tests(root: &Path) -> Result<Vec<String>> {
     Ok(names)
 }
 
+/// The name of the oracle binary built against pristine wasmtime.
+const PRISTINE_ORACLE: &str = "cwasm-oracle-pristine";
+
+/// Builds `cwasm-oracle` against pristine wasmtime 48.0.8, in the shared
+/// target directory (only wasmtime itself and the test-support crate are
+/// built again), and returns the binary's path.
+fn build_pristine_oracle(root: &Path) -> Result<PathBuf> {
+    let pristine = pristine_workspace(root)?;
+    run(cargo()
+        .current_dir(&pristine)
+        .env("CARGO_TARGET_DIR", root.join("target"))
+        .args(["build", "--quiet", "-p", "pristine-oracle"]))
+    .context("building the pristine oracle")?;
+    Ok(root.join("target/debug").join(PRISTINE_ORACLE))
+}
+
 /// Every test, in one target directory with one feature set for wasmtime.
 pub fn test(root: &Path) -> Result<()> {
     ensure_fork(root)?;
@@ -105,15 +121,15 @@ pub fn test(root: &Path) -> Result<()> {
     // of ours. Upstream's own integration tests are left out by naming ours:
     // they need workspace-internal crates that the registry package lacks.
     // The object-store tests run against a real S3-compatible server.
+    // The oracle the fork's artifacts are compared with (tests/oracle.rs).
+    let oracle = build_pristine_oracle(root)?;
     let s3 = S3Server::start(root)?;
     let mut cmd = cargo();
-    cmd.current_dir(root).envs(s3.env()).args([
-        "test",
-        "--locked",
-        "--workspace",
-        "--lib",
-        "--bins",
-    ]);
+    cmd.current_dir(root)
+        .envs(s3.env())
+        .env("CWASM_PRISTINE_ORACLE", &oracle)
+        .env("CWASM_REQUIRE_PRISTINE", "1")
+        .args(["test", "--locked", "--workspace", "--lib", "--bins"]);
     for name in integration_tests(root)? {
         cmd.args(["--test", &name]);
     }
@@ -198,18 +214,44 @@ pub fn bench(root: &Path, quick: bool) -> Result<()> {
 fn pristine_workspace(root: &Path) -> Result<PathBuf> {
     let dir = root.join("target/xtask-pristine");
     let upstream = fork::upstream_dir(root)?;
-    if dir.join("wasmtime").exists() {
-        std::fs::remove_dir_all(dir.join("wasmtime"))?;
+    // The pinned registry package never changes, so an existing copy is
+    // kept (copying again would make cargo rebuild it).
+    // It is copied next to its place and renamed, so that an interrupted
+    // copy is never taken for a complete one.
+    if !dir.join("wasmtime").exists() {
+        let partial = dir.join("wasmtime.partial");
+        if partial.exists() {
+            std::fs::remove_dir_all(&partial)?;
+        }
+        fork::copy_dir(&upstream, &partial)?;
+        let manifest = partial.join("Cargo.toml");
+        let text = std::fs::read_to_string(&manifest)?;
+        std::fs::write(&manifest, text.replacen("\nresolver = \"2\"\n", "\n", 1))?;
+        std::fs::rename(&partial, dir.join("wasmtime"))?;
     }
-    fork::copy_dir(&upstream, &dir.join("wasmtime"))?;
-    let manifest = dir.join("wasmtime/Cargo.toml");
-    let text = std::fs::read_to_string(&manifest)?;
-    std::fs::write(&manifest, text.replacen("\nresolver = \"2\"\n", "\n", 1))?;
     std::fs::create_dir_all(dir.join("bench"))?;
     let benches = root.join("benches");
+    // `[patch]`: crates that ask for wasmtime from the registry (the shared
+    // test-support crate) get the pristine package too.
     std::fs::write(
         dir.join("Cargo.toml"),
-        "[workspace]\nmembers = [\"wasmtime\", \"bench\"]\nresolver = \"3\"\n",
+        "[workspace]\nmembers = [\"wasmtime\", \"bench\", \"oracle\"]\nresolver = \"3\"\n\n\
+         [patch.crates-io]\nwasmtime = { path = \"wasmtime\" }\n",
+    )?;
+    // The oracle of `tests/oracle.rs`: the same source as the fork's
+    // `cwasm-oracle`, built against pristine wasmtime.
+    let support = root.join("crates/cwasm-test-support");
+    std::fs::create_dir_all(dir.join("oracle"))?;
+    std::fs::write(
+        dir.join("oracle/Cargo.toml"),
+        format!(
+            "[package]\nname = \"pristine-oracle\"\nversion = \"0.0.0\"\nedition = \"2024\"\n\
+             publish = false\n\n[dependencies]\n\
+             cwasm-test-support = {{ path = \"{}\" }}\n\n\
+             [[bin]]\nname = \"{PRISTINE_ORACLE}\"\npath = \"{}\"\n",
+            support.display(),
+            support.join("src/bin/cwasm-oracle.rs").display()
+        ),
     )?;
     std::fs::write(
         dir.join("bench/Cargo.toml"),

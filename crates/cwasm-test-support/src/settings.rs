@@ -42,7 +42,7 @@ pub struct Variant {
     /// The setter and its value, e.g. `wmemcheck=true`; also a file name.
     pub label: String,
     /// Applies the value.
-    pub apply: Box<dyn Fn(&mut Config) -> Result<()> + Send + Sync>,
+    pub apply: fn(&mut Config) -> Result<()>,
 }
 
 /// One public `Config` setter.
@@ -61,13 +61,13 @@ macro_rules! variant {
     ($label:expr, |$c:ident| $body:expr) => {
         Variant {
             label: $label.to_string(),
-            apply: Box::new(|$c: &mut Config| -> Result<()> {
+            apply: |$c: &mut Config| -> Result<()> {
                 #[allow(unused_unsafe, reason = "some setters are unsafe")]
                 unsafe {
                     $body;
                 }
                 Ok(())
-            }),
+            },
         }
     };
 }
