@@ -121,13 +121,25 @@ pub fn test(root: &Path) -> Result<()> {
     // of ours. Upstream's own integration tests are left out by naming ours:
     // they need workspace-internal crates that the registry package lacks.
     // The object-store tests run against a real S3-compatible server.
-    // The oracle the fork's artifacts are compared with (tests/oracle.rs).
+    // The oracle the fork's artifacts are compared with (tests/oracle.rs),
+    // and the same program built against the fork with the same features
+    // (only test-support's), so that both sides are made alike.
     let oracle = build_pristine_oracle(root)?;
+    run(cargo().current_dir(root).args([
+        "build",
+        "--locked",
+        "--quiet",
+        "-p",
+        "cwasm-test-support",
+        "--bin",
+        "cwasm-oracle",
+    ]))?;
     let s3 = S3Server::start(root)?;
     let mut cmd = cargo();
     cmd.current_dir(root)
         .envs(s3.env())
         .env("CWASM_PRISTINE_ORACLE", &oracle)
+        .env("CWASM_FORK_ORACLE", root.join("target/debug/cwasm-oracle"))
         .env("CWASM_REQUIRE_PRISTINE", "1")
         .args(["test", "--locked", "--workspace", "--lib", "--bins"]);
     for name in integration_tests(root)? {

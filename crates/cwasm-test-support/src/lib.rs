@@ -7,6 +7,10 @@
 pub mod probes;
 pub mod settings;
 
+/// The wasmtime this crate was built against (the fork, or pristine for the
+/// oracle binary), so that the binary needs no dependency of its own.
+pub use wasmtime;
+
 use probes::Probe;
 use settings::Variant;
 use wasmtime::Result;

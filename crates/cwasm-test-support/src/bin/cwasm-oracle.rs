@@ -8,11 +8,10 @@
 //!   engine of that configuration and prints what `run` returns; exit 1 and
 //!   the error if it is refused or fails.
 
+use cwasm_test_support::wasmtime::error::Context;
+use cwasm_test_support::wasmtime::{Engine, Result, bail};
 use cwasm_test_support::{config, labelled_variants, precompile, probe, probes::PROBES, run};
 use std::path::Path;
-use wasmtime::Engine;
-use wasmtime::error::Context;
-use wasmtime::{Result, bail};
 
 fn engine_for(label: &str) -> Result<Engine> {
     let (_, variant) = labelled_variants()
