@@ -151,6 +151,7 @@ impl StoreArgs {
             },
             hmac_key,
             compress_remote: self.compress,
+            ..StoreConfig::default()
         };
         ArtifactStore::open_location(&location, config)
             .with_context(|| format!("failed to open the store at {location}"))
@@ -224,6 +225,21 @@ fn hash(flags: &flags::EngineFlags, json: bool) -> Result<()> {
     }
 }
 
+/// `text` with control characters escaped (`\u{1b}`, `\n`, ...): text read
+/// from artifacts and stores is someone else's, and must not drive the
+/// operator's terminal.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 fn inspect(file: &Path, json: bool) -> Result<()> {
     let bytes =
         std::fs::read(file).with_context(|| format!("failed to read {}", file.display()))?;
@@ -234,14 +250,15 @@ fn inspect(file: &Path, json: bool) -> Result<()> {
     println!("file:         {}", file.display());
     println!("kind:         {}", info.kind);
     println!("engine hash:  {}", info.engine_hash);
-    println!("version:      {}", info.version);
-    println!("target:       {}", info.target);
+    println!("version:      {}", printable(&info.version));
+    println!("target:       {}", printable(&info.target));
     let show = |flags: &[cwasm_store::FlagSetting]| {
-        flags
+        let shown = flags
             .iter()
             .map(|f| format!("{}={}", f.name, f.value))
             .collect::<Vec<_>>()
-            .join(" ")
+            .join(" ");
+        printable(&shown)
     };
     println!("shared flags: {}", show(&info.shared_flags));
     println!("isa flags:    {}", show(&info.isa_flags));
@@ -367,7 +384,8 @@ fn ls(store: &StoreArgs, json: bool) -> Result<()> {
     }
     for e in engines {
         let what = match &e.descriptor {
-            Some(d) => format!("wasmtime {} {}", d.wasmtime_version, d.target),
+            // Read from the store: anyone who can write to it wrote it.
+            Some(d) => printable(&format!("wasmtime {} {}", d.wasmtime_version, d.target)),
             None => "(no descriptor)".to_string(),
         };
         println!(
@@ -390,7 +408,7 @@ fn verify(store: &StoreArgs, json: bool) -> Result<ExitCode> {
         print_json(&serde_json::json!({ "checked": checked, "bad": bad }))?;
     } else {
         for (key, reason) in &bad {
-            println!("bad {}/{}: {reason}", key.engine, key.wasm);
+            println!("bad {}/{}: {}", key.engine, key.wasm, printable(reason));
         }
         println!("{checked} entries checked, {} bad", bad.len());
     }
@@ -491,6 +509,15 @@ fn demo(store_args: &StoreArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_from_stores_are_escaped() {
+        assert_eq!(printable("48\u{1b}[2J\nx86_64"), "48\\u{1b}[2J\\nx86_64");
+        assert_eq!(
+            printable("wasmtime 48 x86_64-unknown-linux-gnu"),
+            "wasmtime 48 x86_64-unknown-linux-gnu"
+        );
+    }
 
     #[test]
     fn the_command_line_is_well_formed() {

@@ -4,13 +4,13 @@
 //! the store decides what the objects mean. Every write is atomic: a reader
 //! sees the old object, the new one, or none, never a part.
 
+use crate::fsops::{Opened, Root, read_all};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 use wasmtime::error::Context;
 use wasmtime::{Result, bail, format_err};
@@ -27,12 +27,38 @@ pub struct Listed {
     pub last_used: SystemTime,
 }
 
+/// What [`Backend::read_limited`] found.
+#[derive(Debug)]
+pub enum Fetched {
+    /// No such object.
+    Missing,
+    /// Its bytes.
+    Bytes(Vec<u8>),
+    /// An object of this many bytes, over the limit: not read.
+    TooLarge(u64),
+    /// Something that is not an object (a symbolic link, a FIFO, a
+    /// directory): not read.
+    NotAnObject(String),
+}
+
 /// Storage for the store's objects.
 pub trait Backend: Send + Sync + std::fmt::Debug {
     /// A short description for logs and listings (`/var/cache/x`, `s3://b/p`).
     fn describe(&self) -> String;
     /// The object's bytes, or `None` if there is no such object.
     fn read(&self, path: &str) -> Result<Option<Vec<u8>>>;
+    /// Like [`Backend::read`], but never reads (or holds in memory) more than
+    /// `limit` bytes, and reports objects that are not plain data.
+    ///
+    /// The default reads the whole object first; the backends of this crate
+    /// check the size before reading.
+    fn read_limited(&self, path: &str, limit: u64) -> Result<Fetched> {
+        Ok(match self.read(path)? {
+            None => Fetched::Missing,
+            Some(bytes) if bytes.len() as u64 > limit => Fetched::TooLarge(bytes.len() as u64),
+            Some(bytes) => Fetched::Bytes(bytes),
+        })
+    }
     /// Replaces the object atomically.
     fn write(&self, path: &str, bytes: &[u8]) -> Result<()>;
     /// Writes the object only if it does not exist yet (best effort on
@@ -62,18 +88,22 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
 
 /// A directory on a local (or network) file system.
 ///
-/// Writes go to a temporary file in the destination directory, are flushed
-/// with `fsync`, and renamed over the destination, and the directory is
-/// synced: readers never see a partial file, and a crash leaves at most a
-/// stray temporary file (named `.tmp-*`, removed by eviction after an hour).
-/// Reads refresh the file's modification time, which eviction uses as the
-/// time of last use.
+/// Writes go to a temporary file in the destination directory, created
+/// exclusively under a random name, are flushed with `fsync`, and renamed
+/// over the destination, and the directory is synced: readers never see a
+/// partial file, and a crash leaves at most a stray temporary file (named
+/// `.tmp-*`, removed by eviction after an hour). Reads refresh the file's
+/// modification time, which eviction uses as the time of last use.
+///
+/// Nothing is ever read or written outside the root, whatever someone with
+/// write access to it plants there: engine directories and entries that are
+/// symbolic links are refused rather than followed, and only regular files
+/// are read (see the `fsops` module).
 #[derive(Debug, Clone)]
 pub struct LocalDir {
     root: PathBuf,
+    fs: Root,
 }
-
-static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Temporary files older than this are debris of crashed writers.
 const STALE_TMP: Duration = Duration::from_secs(60 * 60);
@@ -82,9 +112,35 @@ impl LocalDir {
     /// A backend rooted at `root`, created if needed.
     pub fn new(root: impl Into<PathBuf>) -> Result<LocalDir> {
         let root = root.into();
-        fs::create_dir_all(&root)
-            .with_context(|| format!("failed to create store directory {}", root.display()))?;
-        Ok(LocalDir { root })
+        let fs = Root::open(&root).with_context(|| {
+            format!(
+                "failed to create or open store directory {}",
+                root.display()
+            )
+        })?;
+        Ok(LocalDir { root, fs })
+    }
+
+    /// Opens the entry `path` if it is a regular file of at most `limit`
+    /// bytes. The checks and every later use go through the same open
+    /// file.
+    pub(crate) fn open_entry(&self, path: &str, limit: u64) -> Result<Opened> {
+        self.check_path(path)?;
+        self.fs
+            .open_entry(path, limit)
+            .with_context(|| format!("failed to open {}", self.root.join(path).display()))
+    }
+
+    fn check_path(&self, path: &str) -> Result<()> {
+        let parts: Vec<&str> = path.split('/').collect();
+        if parts.len() > 2
+            || parts
+                .iter()
+                .any(|c| c.is_empty() || *c == "." || *c == "..")
+        {
+            bail!("invalid object path `{path}`");
+        }
+        Ok(())
     }
 
     /// The directory this backend stores into.
@@ -93,12 +149,7 @@ impl LocalDir {
     }
 
     fn file(&self, path: &str) -> Result<PathBuf> {
-        if path
-            .split('/')
-            .any(|c| c.is_empty() || c == "." || c == "..")
-        {
-            bail!("invalid object path `{path}`");
-        }
+        self.check_path(path)?;
         Ok(self.root.join(path))
     }
 
@@ -129,28 +180,76 @@ impl LocalDir {
         Ok(())
     }
 
+    /// Takes the store's `gc` lock: `None` if another process holds it and
+    /// `wait` is false.
+    pub(crate) fn lock_gc(&self, wait: bool) -> Result<Option<std::fs::File>> {
+        self.fs
+            .lock(".gc-lock", wait)
+            .with_context(|| format!("failed to lock {}", self.root.join(".gc-lock").display()))
+    }
+
+    /// Removes engine directories that hold nothing but, possibly, an
+    /// `engine.json` written more than `STALE_TMP` ago. Returns how many.
+    pub(crate) fn remove_empty_prefixes(&self) -> Result<usize> {
+        let mut removed = 0;
+        for dir in fs::read_dir(&self.root)? {
+            let dir = dir?;
+            if !dir.file_type()?.is_dir() {
+                continue;
+            }
+            let name = dir.file_name().to_string_lossy().into_owned();
+            let names: Vec<String> = fs::read_dir(dir.path())?
+                .filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
+                .collect();
+            let descriptor = format!("{name}/engine.json");
+            let old = |path: &str| {
+                fs::symlink_metadata(self.root.join(path))
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().unwrap_or(Duration::ZERO) > STALE_TMP)
+            };
+            match &names[..] {
+                [] => {}
+                [only] if only == "engine.json" && old(&descriptor) => self.delete(&descriptor)?,
+                _ => continue,
+            }
+            if self.fs.remove_empty_dir(&name)? {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// The writers' temporary files, by path, with their sizes.
+    pub(crate) fn temporaries(&self) -> Result<Vec<Listed>> {
+        let mut out = Vec::new();
+        for dir in fs::read_dir(&self.root)? {
+            let dir = dir?;
+            if !dir.file_type()?.is_dir() {
+                continue;
+            }
+            for entry in fs::read_dir(dir.path())? {
+                let entry = entry?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let Ok(meta) = entry.metadata() else { continue };
+                if name.starts_with(".tmp-") {
+                    out.push(Listed {
+                        path: format!("{}/{name}", dir.file_name().to_string_lossy()),
+                        size: meta.len(),
+                        last_used: meta.modified()?,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Removes temporary files left by writers that died mid-write.
     pub fn remove_stale_temporaries(&self) -> Result<usize> {
         let mut removed = 0;
-        for dir in fs::read_dir(&self.root)? {
-            let dir = dir?.path();
-            if !dir.is_dir() {
-                continue;
-            }
-            for entry in fs::read_dir(&dir)? {
-                let entry = entry?;
-                let name = entry.file_name();
-                if !name.to_string_lossy().starts_with(".tmp-") {
-                    continue;
-                }
-                let age = entry
-                    .metadata()?
-                    .modified()?
-                    .elapsed()
-                    .unwrap_or(Duration::ZERO);
-                if age > STALE_TMP && fs::remove_file(entry.path()).is_ok() {
-                    removed += 1;
-                }
+        for tmp in self.temporaries()? {
+            let age = tmp.last_used.elapsed().unwrap_or(Duration::ZERO);
+            if age > STALE_TMP && self.delete(&tmp.path).is_ok() {
+                removed += 1;
             }
         }
         Ok(removed)
@@ -163,51 +262,48 @@ impl Backend for LocalDir {
     }
 
     fn read(&self, path: &str) -> Result<Option<Vec<u8>>> {
-        let file = self.file(path)?;
-        match fs::read(&file) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("failed to read {}", file.display())),
+        match self.read_limited(path, u64::MAX)? {
+            Fetched::Missing => Ok(None),
+            Fetched::Bytes(bytes) => Ok(Some(bytes)),
+            Fetched::TooLarge(_) => unreachable!("no limit"),
+            Fetched::NotAnObject(what) => {
+                bail!("{}: {what}", self.root.join(path).display())
+            }
         }
+    }
+
+    fn read_limited(&self, path: &str, limit: u64) -> Result<Fetched> {
+        Ok(match self.open_entry(path, limit)? {
+            Opened::Missing => Fetched::Missing,
+            Opened::NotAFile(what) => Fetched::NotAnObject(what),
+            Opened::TooLarge(len) => Fetched::TooLarge(len),
+            Opened::File(file, len) => {
+                Fetched::Bytes(read_all(&file, len, limit).with_context(|| {
+                    format!("failed to read {}", self.root.join(path).display())
+                })?)
+            }
+        })
     }
 
     fn write(&self, path: &str, bytes: &[u8]) -> Result<()> {
-        let file = self.file(path)?;
-        let dir = file.parent().context("object path has no directory")?;
-        fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
-        let tmp = dir.join(format!(
-            ".tmp-{}-{}",
-            std::process::id(),
-            TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let result = (|| -> io::Result<()> {
-            let mut f = File::create(&tmp)?;
-            f.write_all(bytes)?;
-            f.sync_all()?;
-            fs::rename(&tmp, &file)?;
-            // Make the rename itself durable.
-            File::open(dir)?.sync_all()
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result.with_context(|| format!("failed to write {}", file.display()))
+        self.check_path(path)?;
+        self.fs
+            .write(path, bytes)
+            .with_context(|| format!("failed to write {}", self.root.join(path).display()))
     }
 
     fn write_new(&self, path: &str, bytes: &[u8]) -> Result<()> {
-        if !self.file(path)?.exists() {
+        if let Opened::Missing = self.open_entry(path, u64::MAX)? {
             self.write(path, bytes)?;
         }
         Ok(())
     }
 
     fn delete(&self, path: &str) -> Result<()> {
-        let file = self.file(path)?;
-        match fs::remove_file(&file) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e).with_context(|| format!("failed to delete {}", file.display())),
-        }
+        self.check_path(path)?;
+        self.fs
+            .delete(path)
+            .with_context(|| format!("failed to delete {}", self.root.join(path).display()))
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
@@ -237,12 +333,10 @@ impl Backend for LocalDir {
     }
 
     fn touch(&self, path: &str) -> Result<()> {
-        let file = self.file(path)?;
-        File::options()
-            .write(true)
-            .open(&file)
-            .and_then(|f| f.set_modified(SystemTime::now()))
-            .with_context(|| format!("failed to touch {}", file.display()))
+        self.check_path(path)?;
+        self.fs
+            .touch(path)
+            .with_context(|| format!("failed to touch {}", self.root.join(path).display()))
     }
 }
 
@@ -250,13 +344,67 @@ impl Backend for LocalDir {
 /// (WebDAV), through the `object_store` crate.
 ///
 /// Calls block the calling thread on a private single-threaded tokio
-/// runtime, so the backend is simple to use from sync code. (Do not call it
-/// from inside an async runtime's worker thread; use `spawn_blocking`.)
+/// runtime, so the backend is simple to use from sync code; called from
+/// inside another tokio runtime, they run on a scoped thread of their own
+/// (better: call the store from `spawn_blocking`).
+///
+/// Every call is bounded by [`RemoteOptions::timeout`], and a failed call
+/// makes the backend skip the bucket for [`RemoteOptions::skip_after_failure`]:
+/// a dead bucket costs one bounded wait, then nothing, instead of every
+/// lookup waiting out the client's retries.
 pub struct ObjectStoreBackend {
+    /// The URL without credentials or query, for logs and errors.
     url: String,
     store: Arc<dyn ObjectStore>,
     prefix: ObjectPath,
     runtime: tokio::runtime::Runtime,
+    options: RemoteOptions,
+    down_until: std::sync::Mutex<Option<std::time::Instant>>,
+    /// The URL's user name, password and query values: removed from every
+    /// error (the client's own messages include the full URL).
+    secrets: Vec<String>,
+}
+
+/// How long the object store may take, and how to treat one that failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RemoteOptions {
+    /// The most one call (a read, a write, a listing) may take, retries
+    /// included. Default: 30 s.
+    pub timeout: Duration,
+    /// The most connecting may take. Default: 2 s.
+    pub connect_timeout: Duration,
+    /// After a call fails or times out, calls fail at once for this long.
+    /// Default: 30 s.
+    pub skip_after_failure: Duration,
+}
+
+impl Default for RemoteOptions {
+    fn default() -> RemoteOptions {
+        RemoteOptions {
+            timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(2),
+            skip_after_failure: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `url` without user name, password or query (where SAS tokens and
+/// signatures live), for anything that is shown.
+pub(crate) fn redact(url: &url::Url) -> String {
+    let mut shown = url.clone();
+    let had_credentials = !shown.username().is_empty() || shown.password().is_some();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    let had_query = shown.query().is_some();
+    shown.set_query(None);
+    let mut text = shown.to_string();
+    if had_credentials {
+        text = text.replacen("://", "://<credentials>@", 1);
+    }
+    if had_query {
+        text.push_str("?<redacted>");
+    }
+    text
 }
 
 impl std::fmt::Debug for ObjectStoreBackend {
@@ -273,24 +421,97 @@ impl ObjectStoreBackend {
     /// environment variables (`AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT`,
     /// `AWS_ALLOW_HTTP`, ...).
     pub fn open(url: &str) -> Result<ObjectStoreBackend> {
-        let parsed = url::Url::parse(url).with_context(|| format!("invalid store URL `{url}`"))?;
-        let options: Vec<(String, String)> = std::env::vars()
+        ObjectStoreBackend::open_with(url, RemoteOptions::default())
+    }
+
+    /// Like [`ObjectStoreBackend::open`], with other time limits.
+    pub fn open_with(url: &str, remote: RemoteOptions) -> Result<ObjectStoreBackend> {
+        // Not `url` itself in messages: it may carry credentials.
+        let parsed = url::Url::parse(url).map_err(|e| format_err!("invalid store URL: {e}"))?;
+        let shown = redact(&parsed);
+        let mut options: Vec<(String, String)> = std::env::vars()
             .filter(|(k, _)| {
                 k.starts_with("AWS_") || k.starts_with("GOOGLE_") || k.starts_with("AZURE_")
             })
             .map(|(k, v)| (k.to_ascii_lowercase(), v))
             .collect();
+        options.push((
+            "connect_timeout".into(),
+            format!("{}ms", remote.connect_timeout.as_millis()),
+        ));
+        options.push((
+            "timeout".into(),
+            format!("{}ms", remote.timeout.as_millis()),
+        ));
         let (store, prefix) = object_store::parse_url_opts(&parsed, options)
-            .map_err(|e| format_err!("cannot open `{url}`: {e}"))?;
+            .map_err(|e| format_err!("cannot open `{shown}`: {e}"))?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .context("failed to start the object store's runtime")?;
+        let mut secrets: Vec<String> = parsed.query_pairs().map(|(_, v)| v.into_owned()).collect();
+        secrets.extend(parsed.query().map(str::to_string));
+        secrets.extend(parsed.password().map(str::to_string));
+        secrets.push(parsed.username().to_string());
+        secrets.retain(|s| !s.is_empty());
+        // Longest first, so that a secret containing another is removed whole.
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
         Ok(ObjectStoreBackend {
-            url: url.to_string(),
+            secrets,
+            url: shown,
             store: Arc::from(store),
             prefix,
             runtime,
+            options: remote,
+            down_until: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// Runs `call` on the backend's runtime within the time limit, unless
+    /// the bucket failed recently; a failure starts a skip period.
+    fn run<T: Send>(&self, call: impl std::future::Future<Output = Result<T>> + Send) -> Result<T> {
+        let lock = || self.down_until.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(until) = *lock() {
+            let now = std::time::Instant::now();
+            if now < until {
+                bail!(
+                    "{} failed recently; skipping it for another {:?}",
+                    self.url,
+                    until - now
+                );
+            }
+        }
+        let timeout = self.options.timeout;
+        let bounded = async {
+            match tokio::time::timeout(timeout, call).await {
+                Ok(result) => result,
+                Err(_) => Err(format_err!(
+                    "{} did not answer within {timeout:?}",
+                    self.url
+                )),
+            }
+        };
+        let result = if tokio::runtime::Handle::try_current().is_ok() {
+            // Blocking inside a runtime's thread panics: use a thread that
+            // belongs to no runtime.
+            std::thread::scope(|s| {
+                s.spawn(|| self.runtime.block_on(bounded))
+                    .join()
+                    .unwrap_or_else(|_| Err(format_err!("the object store call panicked")))
+            })
+        } else {
+            self.runtime.block_on(bounded)
+        };
+        *lock() = match &result {
+            Ok(_) => None,
+            Err(_) => Some(std::time::Instant::now() + self.options.skip_after_failure),
+        };
+        result.map_err(|e| {
+            let mut text = format!("{e:#}");
+            for secret in &self.secrets {
+                text = text.replace(secret.as_str(), "<redacted>");
+            }
+            format_err!("{text}")
         })
     }
 
@@ -313,7 +534,7 @@ impl Backend for ObjectStoreBackend {
 
     fn read(&self, path: &str) -> Result<Option<Vec<u8>>> {
         let object = self.object(path);
-        self.runtime.block_on(async {
+        self.run(async {
             match self.store.get(&object).await {
                 Ok(got) => match got.bytes().await {
                     Ok(bytes) => Ok(Some(bytes.to_vec())),
@@ -325,22 +546,55 @@ impl Backend for ObjectStoreBackend {
         })
     }
 
+    fn read_limited(&self, path: &str, limit: u64) -> Result<Fetched> {
+        use futures_util::TryStreamExt;
+        let object = self.object(path);
+        let failed =
+            |e: object_store::Error| format_err!("failed to read {}/{path}: {e}", self.url);
+        self.run(async {
+            let got = match self.store.get(&object).await {
+                Ok(got) => got,
+                Err(object_store::Error::NotFound { .. }) => return Ok(Fetched::Missing),
+                Err(e) => return Err(failed(e)),
+            };
+            // The size the server announces, checked before any byte is
+            // read; the count below holds even if it lied.
+            if got.meta.size > limit {
+                return Ok(Fetched::TooLarge(got.meta.size));
+            }
+            let mut bytes = Vec::with_capacity(usize::try_from(got.meta.size).unwrap_or(0));
+            let mut stream = got.into_stream();
+            while let Some(chunk) = stream.try_next().await.map_err(failed)? {
+                if (bytes.len() + chunk.len()) as u64 > limit {
+                    return Ok(Fetched::TooLarge((bytes.len() + chunk.len()) as u64));
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            Ok(Fetched::Bytes(bytes))
+        })
+    }
+
     fn write(&self, path: &str, bytes: &[u8]) -> Result<()> {
         // A single PUT: object stores make it visible atomically.
         let object = self.object(path);
         let payload = PutPayload::from(bytes.to_vec());
-        self.runtime
-            .block_on(self.store.put(&object, payload))
-            .map(drop)
-            .map_err(|e| format_err!("failed to write {}/{path}: {e}", self.url))
+        self.run(async {
+            self.store
+                .put(&object, payload)
+                .await
+                .map(drop)
+                .map_err(|e| format_err!("failed to write {}/{path}: {e}", self.url))
+        })
     }
 
     fn delete(&self, path: &str) -> Result<()> {
         let object = self.object(path);
-        match self.runtime.block_on(self.store.delete(&object)) {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(format_err!("failed to delete {}/{path}: {e}", self.url)),
-        }
+        self.run(async {
+            match self.store.delete(&object).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(format_err!("failed to delete {}/{path}: {e}", self.url)),
+            }
+        })
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
@@ -350,10 +604,13 @@ impl Backend for ObjectStoreBackend {
             Some((dir, _)) => self.object(dir),
             None => self.prefix.clone(),
         };
-        let all: Vec<object_store::ObjectMeta> = self
-            .runtime
-            .block_on(self.store.list(Some(&under)).try_collect())
-            .map_err(|e| format_err!("failed to list {}: {e}", self.url))?;
+        let all: Vec<object_store::ObjectMeta> = self.run(async {
+            self.store
+                .list(Some(&under))
+                .try_collect()
+                .await
+                .map_err(|e| format_err!("failed to list {}: {e}", self.url))
+        })?;
         let mut out: Vec<Listed> = all
             .into_iter()
             .filter_map(|meta| {

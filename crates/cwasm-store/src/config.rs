@@ -139,16 +139,75 @@ impl CacheConfig {
 
 /// The store's full configuration: the cache settings plus what wasmtime's
 /// cache has no notion of.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct StoreConfig {
     /// Limits and the local directory, in wasmtime's `[cache]` terms.
     pub cache: CacheConfig,
-    /// Key for HMAC-SHA-256 entry authentication. With a key, entries
+    /// Key for HMAC-SHA-256 entry authentication, at least
+    /// [`StoreConfig::MIN_HMAC_KEY_LEN`] bytes. With a key, entries
     /// without a valid tag are never loaded.
     pub hmac_key: Option<Vec<u8>>,
     /// Compress artifacts with zstd when writing them to a remote backend
     /// (the local tier keeps them raw, so they can be memory-mapped).
     pub compress_remote: bool,
+    /// The largest artifact the store reads, in bytes: larger local files,
+    /// remote objects and decompressed objects are not read (a miss; they
+    /// are left in place). Defaults to [`StoreConfig::DEFAULT_MAX_ARTIFACT_SIZE`].
+    pub max_artifact_size: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> StoreConfig {
+        StoreConfig {
+            cache: CacheConfig::default(),
+            hmac_key: None,
+            compress_remote: false,
+            max_artifact_size: StoreConfig::DEFAULT_MAX_ARTIFACT_SIZE,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// 1 GiB: several times the largest artifacts seen in practice.
+    pub const DEFAULT_MAX_ARTIFACT_SIZE: u64 = 1 << 30;
+    /// HMAC keys shorter than this (128 bits) are refused.
+    pub const MIN_HMAC_KEY_LEN: usize = 16;
+
+    /// Checks the settings that could make the store unsafe or its
+    /// arithmetic overflow; the error names the setting.
+    pub fn validate(&self) -> Result<()> {
+        if let Some(key) = &self.hmac_key
+            && key.len() < StoreConfig::MIN_HMAC_KEY_LEN
+        {
+            bail!(
+                "`hmac_key` has {} bytes; it needs at least {} (generate one with \
+                 `head -c 32 /dev/urandom > cwasm.key`)",
+                key.len(),
+                StoreConfig::MIN_HMAC_KEY_LEN
+            );
+        }
+        if self.max_artifact_size == 0 {
+            bail!("`max_artifact_size` must be more than 0");
+        }
+        let c = &self.cache;
+        for (name, limit, percent) in [
+            (
+                "file-count-soft-limit",
+                c.file_count_soft_limit,
+                c.file_count_limit_percent_if_deleting,
+            ),
+            (
+                "files-total-size-soft-limit",
+                c.files_total_size_soft_limit,
+                c.files_total_size_limit_percent_if_deleting,
+            ),
+        ] {
+            if limit.checked_mul(u64::from(percent)).is_none() {
+                bail!("`{name}` = {limit} is too large: it overflows when applying its percentage");
+            }
+        }
+        Ok(())
+    }
 }
 
 /// wasmtime writes every setting as a string (`"512Mi"`); a bare integer is

@@ -87,10 +87,15 @@ impl Key {
         format!("{}.hmac", self.artifact_path())
     }
 
-    /// Parses `<engine-hex>/<wasm-hex>.cwasm`.
+    /// Parses `<engine-hex>/<wasm-hex>.cwasm`, in the canonical form the
+    /// store writes (lowercase hex) only: any other name is not an entry.
     pub fn from_artifact_path(path: &str) -> Option<Key> {
         let (engine, file) = path.split_once('/')?;
         let wasm = file.strip_suffix(".cwasm")?;
+        let canonical = |hex: &str| !hex.bytes().any(|c| c.is_ascii_uppercase());
+        if !canonical(engine) || !canonical(wasm) {
+            return None;
+        }
         Some(Key {
             engine: engine.parse().ok()?,
             wasm: wasm.parse().ok()?,

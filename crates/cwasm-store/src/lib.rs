@@ -41,10 +41,11 @@
 mod backend;
 mod config;
 mod digest;
+mod fsops;
 mod inspect;
 mod store;
 
-pub use backend::{Backend, Listed, LocalDir, ObjectStoreBackend};
+pub use backend::{Backend, Fetched, Listed, LocalDir, ObjectStoreBackend, RemoteOptions};
 pub use config::{CacheConfig, StoreConfig};
 pub use digest::{Digest, Key};
 pub use inspect::{ArtifactInfo, FlagSetting, inspect};

@@ -1,8 +1,9 @@
 //! The store itself: keys, tiers, checks, eviction and counters.
 
-use crate::backend::{Backend, Listed, LocalDir, ObjectStoreBackend};
+use crate::backend::{Backend, Fetched, Listed, LocalDir, ObjectStoreBackend};
 use crate::config::StoreConfig;
 use crate::digest::{Digest, Key};
+use crate::fsops::{Opened, read_all};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -16,7 +17,12 @@ use wasmtime::{Engine, Module, Result, bail, format_err};
 
 const DESCRIPTOR: &str = "engine.json";
 const GC_STAMP: &str = ".gc-stamp";
-const HMAC_DOMAIN: &[u8] = b"cwasm-entry-v1\0";
+/// A tag without its artifact is a write in progress (tags are written
+/// first) until it is this old.
+const ORPHAN_AGE: Duration = Duration::from_secs(60 * 60);
+/// Version 2 tags cover the bytes as stored (compressed or not), so a
+/// tag is checked before anything is decompressed.
+const HMAC_DOMAIN: &[u8] = b"cwasm-entry-v2\0";
 
 /// Counters of what the store did since it was opened.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -101,6 +107,14 @@ pub struct GcReport {
     pub deleted: Vec<Key>,
     /// Bytes freed (or that would be).
     pub bytes_freed: u64,
+    /// Tags without an artifact, older than an hour, deleted (or that would
+    /// be).
+    pub orphan_tags: u64,
+    /// Empty engine prefixes removed (local tier).
+    pub empty_prefixes: u64,
+    /// Whether another process's `gc` held the lock, so this one did nothing
+    /// (only when it was started by a `put`).
+    pub skipped_busy: bool,
 }
 
 impl serde::Serialize for Digest {
@@ -135,7 +149,7 @@ pub struct ArtifactStore {
     remote: Option<Box<dyn Backend>>,
     config: StoreConfig,
     counters: Counters,
-    inflight: Mutex<HashMap<Key, Arc<Mutex<()>>>>,
+    inflight: Mutex<HashMap<Key, Arc<Flight>>>,
 }
 
 impl std::fmt::Debug for ArtifactStore {
@@ -187,6 +201,7 @@ impl ArtifactStore {
         if local.is_none() && remote.is_none() {
             bail!("a store needs a local directory, a remote backend, or both");
         }
+        config.validate()?;
         Ok(ArtifactStore {
             local,
             remote,
@@ -272,18 +287,40 @@ impl ArtifactStore {
             bump(&self.counters.hits);
             return Ok(loaded);
         }
-        // Single flight: one compile per key in this process; the others
-        // wait for it and then find the stored artifact.
-        let flight = self
-            .inflight
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(*key)
-            .or_default()
-            .clone();
-        let _guard = flight.lock().unwrap_or_else(PoisonError::into_inner);
+        // Single flight: one compile per key in this process. The first
+        // caller (the leader) compiles and stores; the others wait for its
+        // result, artifact or error, and do not compile again.
+        let (flight, leader) = {
+            let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
+            match inflight.get(key) {
+                Some(flight) => (flight.clone(), false),
+                None => {
+                    let flight = Arc::new(Flight::default());
+                    inflight.insert(*key, flight.clone());
+                    (flight, true)
+                }
+            }
+        };
+        if !leader {
+            return match flight.wait() {
+                Ok(artifact) => {
+                    bump(&self.counters.hits);
+                    Ok(Loaded::Bytes(artifact.to_vec()))
+                }
+                Err(e) => Err(format_err!("{e}")),
+            };
+        }
+        // Whatever happens below, a panic included, the waiters are
+        // answered and the slot is freed.
+        let mut landing = Landing {
+            store: self,
+            key,
+            flight: &flight,
+            result: None,
+        };
         if let Some(loaded) = self.lookup(engine, key, kind)? {
             bump(&self.counters.hits);
+            landing.result = loaded.bytes().map(|b| Ok(Arc::from(b)));
             return Ok(loaded);
         }
         bump(&self.counters.misses);
@@ -298,10 +335,10 @@ impl ArtifactStore {
             bump(&self.counters.store_errors);
             tracing::warn!(error = %format!("{e:#}"), "could not store the compiled artifact; continuing without the store");
         }
-        self.inflight
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(key);
+        landing.result = Some(match &compiled {
+            Ok(artifact) => Ok(Arc::from(&artifact[..])),
+            Err(e) => Err(format!("{e:#}")),
+        });
         compiled.map(Loaded::Bytes)
     }
 
@@ -318,24 +355,15 @@ impl ArtifactStore {
                     // it (reading it from a file parses the symbol table):
                     // a module asked for under a component's key is the
                     // caller's mistake, not a bad entry.
-                    let (probed, found) = match checked {
-                        Loaded::File(file) => {
-                            match Loaded::File(file.clone()).probe(engine, kind) {
-                                Ok(loaded) => (Ok(loaded), None),
-                                Err(e) => (
-                                    Err(e),
-                                    Engine::detect_precompiled_file(&file).ok().flatten(),
-                                ),
-                            }
-                        }
-                        Loaded::Bytes(bytes) => {
-                            let found = Engine::detect_precompiled(&bytes);
-                            (Loaded::Bytes(bytes).probe(engine, kind), found)
-                        }
-                        // `read_checked` returns files and bytes only.
-                        done => (Ok(done), None),
+                    let found = |checked: &Loaded| match checked {
+                        Loaded::Open(file, _) => Engine::detect_precompiled_file(fd_path(file))
+                            .ok()
+                            .flatten(),
+                        Loaded::Bytes(bytes) => Engine::detect_precompiled(bytes),
+                        _ => None,
                     };
-                    match probed {
+                    let again = checked.try_clone();
+                    match checked.probe(engine, kind, self.config.max_artifact_size) {
                         Ok(loaded) => {
                             if let Err(e) = local.touch(&path) {
                                 tracing::debug!(error = %format!("{e:#}"), "could not record last use");
@@ -343,8 +371,8 @@ impl ArtifactStore {
                             return Ok(Some(loaded));
                         }
                         Err(e) => {
-                            check_kind(key, kind, found)?;
-                            self.reject(local, key, &format!("wasmtime refused it: {e:#}"));
+                            check_kind(key, kind, again.as_ref().and_then(found))?;
+                            self.refused_by_wasmtime(local, key, &e);
                         }
                     }
                 }
@@ -359,7 +387,7 @@ impl ArtifactStore {
             Ok(Some(bytes)) => bytes,
             Ok(None) => return Ok(None),
             Err(Rejected(reason)) => {
-                self.reject_remote(remote, key, &reason);
+                self.reject(remote, key, &reason);
                 return Ok(None);
             }
         };
@@ -370,65 +398,94 @@ impl ArtifactStore {
                 bump(&self.counters.store_errors);
                 tracing::warn!(error = %format!("{e:#}"), "could not copy a remote hit into the local tier");
             } else if self.config.hmac_key.is_none()
-                && let Some(file) = local.local_file(&path)
-                && let Ok(loaded) = Loaded::File(file).probe(engine, kind)
+                && let Ok(Some(checked)) = self.read_checked(local, key, &path, true)
+                && let Ok(loaded) = checked.probe(engine, kind, self.config.max_artifact_size)
             {
-                // Memory-mapped from the new local copy. (With a key, the
-                // verified bytes are loaded instead: the file could have been
-                // replaced since.)
+                // Memory-mapped from the new local copy, checked again. (With
+                // a key, the verified bytes are loaded instead.)
                 return Ok(Some(loaded));
             }
         }
-        match Loaded::Bytes(bytes).probe(engine, kind) {
+        match Loaded::Bytes(bytes).probe(engine, kind, self.config.max_artifact_size) {
             Ok(loaded) => Ok(Some(loaded)),
             Err(e) => {
-                self.reject_remote(remote, key, &format!("wasmtime refused it: {e:#}"));
+                self.refused_by_wasmtime(remote, key, &e);
                 Ok(None)
             }
         }
     }
 
-    /// Reads and checks `key`'s artifact in `backend`. With `prefer_file`, a
-    /// backend that has files and no HMAC key, checks the file in place
-    /// (reading only its section table and engine section) so that it can be
-    /// memory-mapped; otherwise reads and checks the bytes.
+    /// wasmtime refused an artifact whose stamp (and tag) matched. If it is
+    /// this host that cannot run it (a CPU feature it lacks), the entry is
+    /// fine for the rest of the fleet: a miss, nothing deleted. Otherwise the
+    /// artifact is damaged: evicted.
+    fn refused_by_wasmtime(&self, backend: &dyn Backend, key: &Key, error: &wasmtime::Error) {
+        let reason = format!("wasmtime refused it: {error:#}");
+        if reason.contains("native host") {
+            bump(&self.counters.store_errors);
+            tracing::warn!(store = %backend.describe(), engine = %key.engine, wasm = %key.wasm, reason, "this host cannot run the stored artifact; compiling instead, leaving it in place");
+        } else {
+            self.reject(backend, key, &reason);
+        }
+    }
+
+    /// Reads and checks `key`'s artifact in the local tier. With
+    /// `prefer_file` and no HMAC key, checks the open file in place (reading
+    /// only its section table and engine section) so that the same open
+    /// file can be memory-mapped; otherwise reads and checks the bytes.
+    /// Either way the check and the load use the same open file: a rename
+    /// in between changes nothing.
     fn read_checked(
         &self,
-        backend: &dyn Backend,
+        local: &LocalDir,
         key: &Key,
         path: &str,
         prefer_file: bool,
     ) -> Result<Option<Loaded>, Rejected> {
-        if prefer_file
-            && self.config.hmac_key.is_none()
-            && let Some(file) = backend.local_file(path)
-        {
-            return match Engine::detect_serialization_compatibility_hash_file(&file) {
-                Err(_) if !file.exists() => Ok(None),
-                Err(e) => Err(Rejected(format!("unreadable: {e:#}"))),
-                Ok(found) => {
-                    check_stamp(key, found)?;
-                    Ok(Some(Loaded::File(file)))
-                }
-            };
-        }
-        let bytes = match backend.read(path) {
-            Ok(Some(bytes)) => bytes,
-            Ok(None) => return Ok(None),
+        let limit = self.config.max_artifact_size;
+        let (file, len) = match local.open_entry(path, limit) {
+            Ok(Opened::Missing) => return Ok(None),
+            Ok(Opened::File(file, len)) => (file, len),
+            Ok(Opened::NotAFile(what)) => return Err(Rejected(what)),
+            Ok(Opened::TooLarge(len)) => {
+                self.skip(
+                    key,
+                    &format!("it has {len} bytes, more than max_artifact_size"),
+                );
+                return Ok(None);
+            }
             Err(e) => {
                 bump(&self.counters.store_errors);
                 tracing::warn!(error = %format!("{e:#}"), "store read failed; treating as a miss");
                 return Ok(None);
             }
         };
+        if prefer_file && self.config.hmac_key.is_none() {
+            return match Engine::detect_serialization_compatibility_hash_file(fd_path(&file)) {
+                Err(e) => Err(Rejected(format!("unreadable: {e:#}"))),
+                Ok(found) => {
+                    check_stamp(key, found)?;
+                    Ok(Some(Loaded::Open(file, len)))
+                }
+            };
+        }
+        let bytes =
+            read_all(&file, len, limit).map_err(|e| Rejected(format!("unreadable: {e}")))?;
         check_stamp(key, Engine::detect_serialization_compatibility_hash(&bytes))?;
-        self.check_tag(backend, key, &bytes)?;
+        self.check_tag(local, key, false, &bytes)?;
         // The bytes that were verified are the ones to load: re-opening the
         // file would let a writer swap it after the check.
         Ok(Some(Loaded::Bytes(bytes)))
     }
 
+    /// An entry left in place and treated as a miss.
+    fn skip(&self, key: &Key, reason: &str) {
+        bump(&self.counters.store_errors);
+        tracing::warn!(engine = %key.engine, wasm = %key.wasm, reason, "not reading a stored artifact; treating it as a miss");
+    }
+
     fn read_remote(&self, remote: &dyn Backend, key: &Key) -> Result<Option<Vec<u8>>, Rejected> {
+        let limit = self.config.max_artifact_size;
         let raw_path = key.artifact_path();
         let zst_path = format!("{raw_path}.zst");
         let mut paths = [raw_path, zst_path];
@@ -436,38 +493,68 @@ impl ArtifactStore {
             paths.reverse();
         }
         for path in &paths {
-            let raw = match remote.read(path) {
-                Ok(Some(raw)) => raw,
-                Ok(None) => continue,
+            let compressed = path.ends_with(".zst");
+            let stored = match remote.read_limited(path, limit) {
+                Ok(Fetched::Bytes(stored)) => stored,
+                Ok(Fetched::Missing) => continue,
+                Ok(Fetched::TooLarge(len)) => {
+                    self.skip(
+                        key,
+                        &format!("{path} has {len} bytes, more than max_artifact_size"),
+                    );
+                    return Ok(None);
+                }
+                Ok(Fetched::NotAnObject(what)) => return Err(Rejected(what)),
                 Err(e) => {
                     bump(&self.counters.store_errors);
                     tracing::warn!(error = %format!("{e:#}"), "remote read failed; treating as a miss");
                     return Ok(None);
                 }
             };
-            let bytes = if path.ends_with(".zst") {
-                zstd::decode_all(&raw[..]).map_err(|e| Rejected(format!("not valid zstd: {e}")))?
+            // The tag covers the stored bytes: nothing unauthenticated is
+            // decompressed.
+            self.check_tag(remote, key, compressed, &stored)?;
+            let bytes = if compressed {
+                match decompress(&stored, limit) {
+                    Ok(Some(bytes)) => bytes,
+                    Ok(None) => {
+                        self.skip(
+                            key,
+                            &format!("{path} decompresses to more than max_artifact_size"),
+                        );
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(Rejected(format!("not valid zstd: {e}"))),
+                }
             } else {
-                raw
+                stored
             };
             check_stamp(key, Engine::detect_serialization_compatibility_hash(&bytes))?;
-            self.check_tag(remote, key, &bytes)?;
             return Ok(Some(bytes));
         }
         Ok(None)
     }
 
-    fn check_tag(&self, backend: &dyn Backend, key: &Key, artifact: &[u8]) -> Result<(), Rejected> {
+    fn check_tag(
+        &self,
+        backend: &dyn Backend,
+        key: &Key,
+        compressed: bool,
+        stored: &[u8],
+    ) -> Result<(), Rejected> {
         let Some(secret) = &self.config.hmac_key else {
             return Ok(());
         };
-        let tag = match backend.read(&key.tag_path()) {
-            Ok(Some(tag)) => tag,
-            Ok(None) => return Err(Rejected("it has no HMAC tag".into())),
+        let tag = match backend.read_limited(&key.tag_path(), 64) {
+            Ok(Fetched::Bytes(tag)) => tag,
+            Ok(Fetched::Missing) => return Err(Rejected("it has no HMAC tag".into())),
+            Ok(Fetched::TooLarge(_) | Fetched::NotAnObject(_)) => {
+                return Err(Rejected("its HMAC tag is not a tag".into()));
+            }
             Err(e) => return Err(Rejected(format!("its HMAC tag is unreadable: {e:#}"))),
         };
-        let mut mac = hmac_for(secret, key);
-        mac.update(artifact);
+        let mut mac = hmac_for(secret, key, compressed);
+        mac.update(stored);
         mac.verify_slice(&tag)
             .map_err(|_| Rejected("its HMAC tag does not verify".into()))
     }
@@ -475,17 +562,16 @@ impl ArtifactStore {
     fn reject(&self, backend: &dyn Backend, key: &Key, reason: &str) {
         bump(&self.counters.rejected);
         tracing::warn!(store = %backend.describe(), engine = %key.engine, wasm = %key.wasm, reason, "rejected a stored artifact; evicting it");
-        for path in [key.artifact_path(), key.tag_path()] {
+        for path in [
+            key.artifact_path(),
+            format!("{}.zst", key.artifact_path()),
+            key.tag_path(),
+        ] {
             if let Err(e) = backend.delete(&path) {
                 bump(&self.counters.store_errors);
                 tracing::warn!(error = %format!("{e:#}"), "could not evict a rejected artifact");
             }
         }
-    }
-
-    fn reject_remote(&self, remote: &dyn Backend, key: &Key, reason: &str) {
-        self.reject(remote, key, reason);
-        let _ = remote.delete(&format!("{}.zst", key.artifact_path()));
     }
 
     /// The verified artifact stored under `key`, from the local tier or the
@@ -513,7 +599,7 @@ impl ArtifactStore {
                     return Ok(Some(bytes));
                 }
                 Ok(None) => {}
-                Err(Rejected(reason)) => self.reject_remote(remote, key, &reason),
+                Err(Rejected(reason)) => self.reject(remote, key, &reason),
             }
         }
         bump(&self.counters.misses);
@@ -558,19 +644,21 @@ impl ArtifactStore {
             let json = serde_json::to_vec_pretty(&descriptor)?;
             backend.write_new(&format!("{}/{DESCRIPTOR}", key.engine), &json)?;
         }
+        let packed;
+        let (stored, path) = if compress {
+            let level = self.config.cache.baseline_compression_level;
+            packed = zstd::encode_all(artifact, level).context("zstd compression failed")?;
+            (&packed[..], format!("{}.zst", key.artifact_path()))
+        } else {
+            (artifact, key.artifact_path())
+        };
         // The tag first: an artifact is never visible without its tag.
         if let Some(secret) = &self.config.hmac_key {
-            let mut mac = hmac_for(secret, key);
-            mac.update(artifact);
+            let mut mac = hmac_for(secret, key, compress);
+            mac.update(stored);
             backend.write(&key.tag_path(), &mac.finalize().into_bytes())?;
         }
-        if compress {
-            let level = self.config.cache.baseline_compression_level;
-            let packed = zstd::encode_all(artifact, level).context("zstd compression failed")?;
-            backend.write(&format!("{}.zst", key.artifact_path()), &packed)
-        } else {
-            backend.write(&key.artifact_path(), artifact)
-        }
+        backend.write(&path, stored)
     }
 
     /// Whether an artifact is stored under `key` (not checked).
@@ -680,13 +768,50 @@ impl ArtifactStore {
     /// are under their `*-limit-percent-if-deleting` share. With `dry_run`,
     /// reports what it would delete.
     pub fn gc(&self, dry_run: bool) -> Result<GcReport> {
+        self.gc_with(dry_run, true)
+    }
+
+    /// `gc`, waiting for another process's `gc` to finish (`wait`) or
+    /// returning at once if one is running. Two never run at once on one
+    /// local tier.
+    fn gc_with(&self, dry_run: bool, wait: bool) -> Result<GcReport> {
         let primary = self.primary();
-        if let Some(local) = &self.local
-            && !dry_run
-        {
-            local.remove_stale_temporaries()?;
+        let mut _lock = None;
+        let mut temporary_bytes = 0;
+        if let Some(local) = &self.local {
+            if !dry_run {
+                match local.lock_gc(wait)? {
+                    Some(lock) => _lock = Some(lock),
+                    None => {
+                        return Ok(GcReport {
+                            skipped_busy: true,
+                            ..GcReport::default()
+                        });
+                    }
+                }
+                local.remove_stale_temporaries()?;
+            }
+            // Writes in progress take room too.
+            temporary_bytes = local.temporaries()?.iter().map(|t| t.size).sum();
         }
         let listed = primary.list("")?;
+        let mut report = GcReport::default();
+        let stored: std::collections::HashSet<&str> = listed
+            .iter()
+            .filter(|l| is_artifact(&l.path))
+            .map(|l| l.path.strip_suffix(".zst").unwrap_or(&l.path))
+            .collect();
+        for tag in listed.iter().filter(|l| {
+            l.path
+                .strip_suffix(".hmac")
+                .is_some_and(|a| !stored.contains(a))
+                && l.last_used.elapsed().unwrap_or(Duration::ZERO) > ORPHAN_AGE
+        }) {
+            if !dry_run {
+                primary.delete(&tag.path)?;
+            }
+            report.orphan_tags += 1;
+        }
         let tag_sizes: HashMap<&str, u64> = listed
             .iter()
             .filter_map(|l| Some((l.path.strip_suffix(".hmac")?, l.size)))
@@ -702,11 +827,13 @@ impl ArtifactStore {
             })
             .collect();
         let c = &self.config.cache;
-        let mut report = GcReport {
-            entries_before: artifacts.len() as u64,
-            bytes_before: artifacts.iter().map(|(_, s)| s).sum(),
-            ..GcReport::default()
-        };
+        report.entries_before = artifacts.len() as u64;
+        report.bytes_before = artifacts.iter().map(|(_, s)| s).sum::<u64>() + temporary_bytes;
+        if let Some(local) = &self.local
+            && !dry_run
+        {
+            report.empty_prefixes = local.remove_empty_prefixes()? as u64;
+        }
         if report.entries_before <= c.file_count_soft_limit
             && report.bytes_before <= c.files_total_size_soft_limit
         {
@@ -749,15 +876,16 @@ impl ArtifactStore {
     /// processes: the time is kept in a stamp file).
     fn maybe_gc(&self, local: &LocalDir) {
         let stamp = local.root().join(GC_STAMP);
-        let due = match std::fs::metadata(&stamp).and_then(|m| m.modified()) {
+        // `symlink_metadata`: a planted link says nothing about our stamp.
+        let due = match std::fs::symlink_metadata(&stamp).and_then(|m| m.modified()) {
             Ok(at) => at.elapsed().unwrap_or(Duration::ZERO) >= self.config.cache.cleanup_interval,
             Err(_) => true,
         };
         if !due {
             return;
         }
-        let _ = std::fs::write(&stamp, b"");
-        if let Err(e) = self.gc(false) {
+        let _ = local.write(GC_STAMP, b"");
+        if let Err(e) = self.gc_with(false, false) {
             bump(&self.counters.store_errors);
             tracing::warn!(error = %format!("{e:#}"), "store gc failed");
         }
@@ -782,9 +910,63 @@ impl ArtifactStore {
 /// Why an entry was refused.
 struct Rejected(String);
 
-/// An artifact ready for wasmtime: a checked file or checked bytes.
+/// One compile in progress, and what its waiters are given.
+#[derive(Default)]
+struct Flight {
+    result: Mutex<Option<Result<Arc<[u8]>, String>>>,
+    done: std::sync::Condvar,
+}
+
+impl Flight {
+    fn wait(&self) -> Result<Arc<[u8]>, String> {
+        let mut result = self.result.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if let Some(result) = &*result {
+                return result.clone();
+            }
+            result = self
+                .done
+                .wait(result)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+/// The leader's side of a `Flight`: on drop (a return or a panic), hands
+/// its result to the waiters and frees the key's slot.
+struct Landing<'a> {
+    store: &'a ArtifactStore,
+    key: &'a Key,
+    flight: &'a Flight,
+    result: Option<Result<Arc<[u8]>, String>>,
+}
+
+impl Drop for Landing<'_> {
+    fn drop(&mut self) {
+        let result = self.result.take().unwrap_or_else(|| {
+            Err(if std::thread::panicking() {
+                "the thread compiling this module panicked".to_string()
+            } else {
+                "the store could not load or compile this module".to_string()
+            })
+        });
+        *self
+            .flight
+            .result
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(result);
+        self.flight.done.notify_all();
+        self.store
+            .inflight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(self.key);
+    }
+}
+
+/// An artifact ready for wasmtime: a checked open file or checked bytes.
 enum Loaded {
-    File(std::path::PathBuf),
+    Open(std::fs::File, u64),
     Bytes(Vec<u8>),
     Module(Module),
     Component(Component),
@@ -792,20 +974,22 @@ enum Loaded {
 
 impl Loaded {
     /// Deserializes into `kind`, so failures surface inside `lookup`.
-    fn probe(self, engine: &Engine, kind: Kind) -> Result<Loaded> {
-        // SAFETY (all four): every `Loaded::File`/`Loaded::Bytes` is either
+    fn probe(self, engine: &Engine, kind: Kind, limit: u64) -> Result<Loaded> {
+        // SAFETY (all four): every `Loaded::Open`/`Loaded::Bytes` is either
         // an artifact `engine` just compiled, or one whose engine section
         // hashes to `engine.serialization_compatibility_hash()` (and whose
-        // HMAC tag verified, with a key configured).
+        // HMAC tag verified, with a key configured), read from the same open
+        // file that was checked.
         Ok(match (self, kind) {
-            (Loaded::File(f), Kind::Module) => {
-                Loaded::Module(unsafe { Module::deserialize_file(engine, f)? })
+            (Loaded::Open(f, _), Kind::Module) => {
+                Loaded::Module(unsafe { Module::deserialize_open_file(engine, f)? })
             }
             (Loaded::Bytes(b), Kind::Module) => {
                 Loaded::Module(unsafe { Module::deserialize(engine, b)? })
             }
-            (Loaded::File(f), Kind::Component) => {
-                Loaded::Component(unsafe { Component::deserialize_file(engine, f)? })
+            (Loaded::Open(f, len), Kind::Component) => {
+                let bytes = read_all(&f, len, limit)?;
+                Loaded::Component(unsafe { Component::deserialize(engine, bytes)? })
             }
             (Loaded::Bytes(b), Kind::Component) => {
                 Loaded::Component(unsafe { Component::deserialize(engine, b)? })
@@ -814,8 +998,29 @@ impl Loaded {
         })
     }
 
+    /// The artifact's bytes, for waiters of a single flight (a memory-mapped
+    /// hit is read once more for them).
+    fn bytes(&self) -> Option<Vec<u8>> {
+        match self {
+            Loaded::Bytes(b) => Some(b.clone()),
+            Loaded::Module(m) => m.serialize().ok(),
+            Loaded::Component(c) => c.serialize().ok(),
+            Loaded::Open(..) => None,
+        }
+    }
+
+    /// A second handle on the same checked artifact, for reading its kind
+    /// after wasmtime refused it.
+    fn try_clone(&self) -> Option<Loaded> {
+        match self {
+            Loaded::Open(f, len) => Some(Loaded::Open(f.try_clone().ok()?, *len)),
+            Loaded::Bytes(b) => Some(Loaded::Bytes(b.clone())),
+            _ => None,
+        }
+    }
+
     fn into_module(self, engine: &Engine) -> Result<Module> {
-        match self.probe(engine, Kind::Module)? {
+        match self.probe(engine, Kind::Module, u64::MAX)? {
             Loaded::Module(m) => Ok(m),
             _ => Err(format_err!(
                 "the stored artifact is a component, not a module"
@@ -824,7 +1029,7 @@ impl Loaded {
     }
 
     fn into_component(self, engine: &Engine) -> Result<Component> {
-        match self.probe(engine, Kind::Component)? {
+        match self.probe(engine, Kind::Component, u64::MAX)? {
             Loaded::Component(c) => Ok(c),
             _ => Err(format_err!(
                 "the stored artifact is a module, not a component"
@@ -862,13 +1067,39 @@ fn check_stamp(key: &Key, found: Option<[u8; 32]>) -> Result<(), Rejected> {
     }
 }
 
-fn hmac_for(secret: &[u8], key: &Key) -> Hmac<sha2::Sha256> {
+/// The MAC of the object stored for `key`, raw or zstd-compressed: bound to
+/// the key and to the form, so neither can be swapped for another's.
+fn hmac_for(secret: &[u8], key: &Key, compressed: bool) -> Hmac<sha2::Sha256> {
     let mut mac =
         <Hmac<sha2::Sha256> as Mac>::new_from_slice(secret).expect("HMAC accepts any key length");
     mac.update(HMAC_DOMAIN);
     mac.update(&key.engine.0);
     mac.update(&key.wasm.0);
+    mac.update(&[u8::from(compressed)]);
     mac
+}
+
+/// `stored` decompressed, or `None` if it would be more than `limit` bytes
+/// (never holding more than `limit + 1` of them).
+fn decompress(stored: &[u8], limit: u64) -> std::io::Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    zstd::stream::read::Decoder::new(stored)?
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut out)?;
+    Ok((out.len() as u64 <= limit).then_some(out))
+}
+
+/// A path that opens the very file `file` is (not whatever is at its name
+/// now), for wasmtime's readers that take paths.
+fn fd_path(file: &std::fs::File) -> std::path::PathBuf {
+    use std::os::fd::AsRawFd;
+    let dir = if cfg!(target_os = "linux") {
+        "/proc/self/fd"
+    } else {
+        "/dev/fd"
+    };
+    std::path::Path::new(dir).join(file.as_raw_fd().to_string())
 }
 
 fn is_artifact(path: &str) -> bool {

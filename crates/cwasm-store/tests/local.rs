@@ -185,11 +185,11 @@ fn hmac_keeps_out_planted_entries() -> Result<()> {
         )
         .unwrap()
     };
-    let store = keyed(b"secret");
+    let store = keyed(b"secret, sixteen bytes or more");
     store.get_or_compile_module(&engine, &wasm(4))?;
     let key = Key::new(&engine, &wasm(4))?;
     assert!(dir.path().join(key.tag_path()).exists());
-    let again = keyed(b"secret");
+    let again = keyed(b"secret, sixteen bytes or more");
     again.get_or_compile_module(&engine, &wasm(4))?;
     assert_eq!((again.stats().hits, again.stats().rejected), (1, 0));
 
@@ -206,12 +206,12 @@ fn hmac_keeps_out_planted_entries() -> Result<()> {
     let m = again.get_or_compile_module(&engine, &wasm(4))?;
     assert_eq!(call(&engine, &m), 4);
     // A store with another key rejects entries tagged with this one.
-    let m = keyed(b"other").get_or_compile_module(&engine, &wasm(4))?;
+    let m = keyed(b"another secret, sixteen or more").get_or_compile_module(&engine, &wasm(4))?;
     assert_eq!(call(&engine, &m), 4);
     assert_eq!(again.stats().rejected, 2);
     // And a tag moved onto another key's artifact does not verify either.
     let other_key = Key::new(&engine, &wasm(5))?;
-    let store = keyed(b"secret");
+    let store = keyed(b"secret, sixteen bytes or more");
     store.get_or_compile_module(&engine, &wasm(5))?;
     std::fs::copy(
         dir.path().join(key.tag_path()),

@@ -70,7 +70,7 @@ fn local_tier_in_front_of_s3() -> Result<()> {
     let (dir_a, dir_b) = (tempfile::tempdir()?, tempfile::tempdir()?);
     let config = StoreConfig {
         compress_remote: true,
-        hmac_key: Some(b"fleet key".to_vec()),
+        hmac_key: Some(b"fleet key, 32 bytes long, ok!!!".to_vec()),
         ..StoreConfig::default()
     };
     let host_a = ArtifactStore::new(
@@ -134,7 +134,7 @@ fn bad_remote_objects_are_evicted() -> Result<()> {
     let keyed = ArtifactStore::open_location(
         &url,
         StoreConfig {
-            hmac_key: Some(b"fleet key".to_vec()),
+            hmac_key: Some(b"fleet key, 32 bytes long, ok!!!".to_vec()),
             ..StoreConfig::default()
         },
     )?;

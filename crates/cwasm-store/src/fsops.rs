@@ -1,0 +1,251 @@
+//! The local tier's file operations, which never leave the store's root.
+//!
+//! Someone who can write to the store directory can plant symbolic links,
+//! FIFOs, devices or huge files where entries are expected, or swap an
+//! engine directory for a link to somewhere else. So every operation here
+//! works relative to a directory descriptor, never through a path string:
+//!
+//! - the root is opened once; engine directories are opened from it with
+//!   `O_NOFOLLOW | O_DIRECTORY`, so a symbolic link there is refused, not
+//!   followed, and a swap after that cannot redirect anything;
+//! - entries are opened with `O_NOFOLLOW | O_NONBLOCK` (a FIFO opens at once
+//!   instead of blocking) and checked with `fstat` on the open descriptor:
+//!   only regular files within the size limit are read;
+//! - writes create a temporary file exclusively (`O_CREAT | O_EXCL`, which
+//!   refuses an existing file or link) under a random name, `fsync` it and
+//!   rename it into place within the same directory descriptor, then `fsync`
+//!   the directory.
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, fstat, fsync, mkdirat, openat, renameat};
+use rustix::io::Errno;
+use std::fs::File;
+use std::hash::{BuildHasher, Hasher};
+use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// What opening an entry found.
+pub(crate) enum Opened {
+    /// No such entry.
+    Missing,
+    /// A regular file of `len` bytes, open for reading.
+    File(File, u64),
+    /// Something that is not an entry: a symbolic link, a FIFO, a device, a
+    /// directory. Never read.
+    NotAFile(String),
+    /// A regular file of this many bytes, over the limit. Never read.
+    TooLarge(u64),
+}
+
+/// The store's root directory, open.
+#[derive(Debug, Clone)]
+pub(crate) struct Root {
+    fd: Arc<OwnedFd>,
+}
+
+const DIR_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
+
+fn io(e: Errno) -> io::Error {
+    io::Error::from_raw_os_error(e.raw_os_error())
+}
+
+/// A name no other writer can predict: 64 bits from the standard library's
+/// randomly seeded hasher, plus a counter.
+fn random_name() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    hasher.write_u32(std::process::id());
+    format!(".tmp-{:016x}", hasher.finish())
+}
+
+impl Root {
+    /// Opens (creating it if needed) the directory `path`. The root itself
+    /// may be a symbolic link: it is the operator's choice, not an entry.
+    pub(crate) fn open(path: &Path) -> io::Result<Root> {
+        std::fs::create_dir_all(path)?;
+        let fd = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(io)?;
+        Ok(Root { fd: Arc::new(fd) })
+    }
+
+    /// The directory holding `path`'s last component, and that component.
+    /// `path` is `name` or `dir/name`, already validated by the caller.
+    fn parent(&self, path: &str, create: bool) -> io::Result<Option<(Dir, String)>> {
+        match path.split_once('/') {
+            None => Ok(Some((Dir::Root(self.fd.clone()), path.to_string()))),
+            Some((dir, name)) => {
+                if create {
+                    match mkdirat(&*self.fd, dir, Mode::from_raw_mode(0o755)) {
+                        Ok(()) | Err(Errno::EXIST) => {}
+                        Err(e) => return Err(io(e)),
+                    }
+                }
+                match openat(&*self.fd, dir, DIR_FLAGS, Mode::empty()) {
+                    Ok(fd) => Ok(Some((Dir::Sub(fd), name.to_string()))),
+                    Err(Errno::NOENT) => Ok(None),
+                    Err(Errno::LOOP | Errno::NOTDIR) => Err(io::Error::other(format!(
+                        "`{dir}` in the store is not a directory (a symbolic link?); refusing it"
+                    ))),
+                    Err(e) => Err(io(e)),
+                }
+            }
+        }
+    }
+
+    /// Opens the entry `path` for reading if it is a regular file of at
+    /// most `limit` bytes.
+    pub(crate) fn open_entry(&self, path: &str, limit: u64) -> io::Result<Opened> {
+        let Some((dir, name)) = self.parent(path, false)? else {
+            return Ok(Opened::Missing);
+        };
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let fd = match openat(dir.fd(), name.as_str(), flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => return Ok(Opened::Missing),
+            Err(Errno::LOOP) => return Ok(Opened::NotAFile("it is a symbolic link".into())),
+            Err(e) => return Err(io(e)),
+        };
+        let stat = fstat(&fd).map_err(io)?;
+        let kind = FileType::from_raw_mode(stat.st_mode);
+        if kind != FileType::RegularFile {
+            return Ok(Opened::NotAFile(format!(
+                "it is not a regular file ({kind:?})"
+            )));
+        }
+        let len = u64::try_from(stat.st_size).unwrap_or(u64::MAX);
+        if len > limit {
+            return Ok(Opened::TooLarge(len));
+        }
+        Ok(Opened::File(File::from(fd), len))
+    }
+
+    /// Replaces `path` atomically with `bytes`.
+    pub(crate) fn write(&self, path: &str, bytes: &[u8]) -> io::Result<()> {
+        let (dir, name) = self
+            .parent(path, true)?
+            .ok_or_else(|| io::Error::other("the directory vanished while writing"))?;
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let (tmp, fd) = loop {
+            let tmp = random_name();
+            match openat(dir.fd(), tmp.as_str(), flags, Mode::from_raw_mode(0o644)) {
+                Ok(fd) => break (tmp, fd),
+                // Someone planted this name: pick another.
+                Err(Errno::EXIST) => continue,
+                Err(e) => return Err(io(e)),
+            }
+        };
+        let result = (|| {
+            let mut file = File::from(fd);
+            file.write_all(bytes)?;
+            file.sync_all()?;
+            renameat(dir.fd(), tmp.as_str(), dir.fd(), name.as_str()).map_err(io)?;
+            fsync(dir.fd()).map_err(io)
+        })();
+        if result.is_err() {
+            let _ = rustix::fs::unlinkat(dir.fd(), tmp.as_str(), AtFlags::empty());
+        }
+        result
+    }
+
+    /// Removes `path` (a symbolic link is removed, not followed). A missing
+    /// entry is not an error.
+    pub(crate) fn delete(&self, path: &str) -> io::Result<()> {
+        let Some((dir, name)) = self.parent(path, false)? else {
+            return Ok(());
+        };
+        match rustix::fs::unlinkat(dir.fd(), name.as_str(), AtFlags::empty()) {
+            Ok(()) | Err(Errno::NOENT) => Ok(()),
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    /// Sets `path`'s modification time to now, if it is a regular file.
+    pub(crate) fn touch(&self, path: &str) -> io::Result<()> {
+        match self.open_entry(path, u64::MAX)? {
+            Opened::File(file, _) => {
+                let now = rustix::fs::Timespec {
+                    tv_sec: 0,
+                    tv_nsec: rustix::fs::UTIME_NOW,
+                };
+                let times = rustix::fs::Timestamps {
+                    last_access: rustix::fs::Timespec {
+                        tv_sec: 0,
+                        tv_nsec: rustix::fs::UTIME_OMIT,
+                    },
+                    last_modification: now,
+                };
+                rustix::fs::futimens(&file, &times).map_err(io)
+            }
+            Opened::Missing | Opened::NotAFile(_) | Opened::TooLarge(_) => Ok(()),
+        }
+    }
+}
+
+enum Dir {
+    Root(Arc<OwnedFd>),
+    Sub(OwnedFd),
+}
+
+impl Dir {
+    fn fd(&self) -> &OwnedFd {
+        match self {
+            Dir::Root(fd) => fd,
+            Dir::Sub(fd) => fd,
+        }
+    }
+}
+
+impl Root {
+    /// Takes the exclusive lock on the file `name` in the root (created if
+    /// needed, never through a symbolic link). With `wait`, blocks until it
+    /// is free; otherwise returns `None` if another process holds it. The
+    /// lock is released when the returned file is closed.
+    pub(crate) fn lock(&self, name: &str, wait: bool) -> io::Result<Option<File>> {
+        use rustix::fs::{FlockOperation, flock};
+        let flags = OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = openat(&*self.fd, name, flags, Mode::from_raw_mode(0o644)).map_err(io)?;
+        let op = if wait {
+            FlockOperation::LockExclusive
+        } else {
+            FlockOperation::NonBlockingLockExclusive
+        };
+        match flock(&fd, op) {
+            Ok(()) => Ok(Some(File::from(fd))),
+            Err(Errno::WOULDBLOCK) => Ok(None),
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    /// Removes the directory `name` if it is empty (and not a link).
+    pub(crate) fn remove_empty_dir(&self, name: &str) -> io::Result<bool> {
+        match rustix::fs::unlinkat(&*self.fd, name, AtFlags::REMOVEDIR) {
+            Ok(()) => Ok(true),
+            Err(Errno::NOTEMPTY | Errno::EXIST | Errno::NOENT | Errno::NOTDIR) => Ok(false),
+            Err(e) => Err(io(e)),
+        }
+    }
+}
+
+/// Reads all of `file`, which `fstat` said has `len` bytes, reading at most
+/// `limit` bytes even if it grew since.
+pub(crate) fn read_all(file: &File, len: u64, limit: u64) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(usize::try_from(len.min(limit)).unwrap_or(0));
+    file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(io::Error::other(format!(
+            "grew past the limit of {limit} bytes while being read"
+        )));
+    }
+    Ok(bytes)
+}

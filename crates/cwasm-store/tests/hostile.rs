@@ -1,0 +1,532 @@
+//! The store under attack: someone who can write to its directory (or
+//! bucket) plants things where entries are expected. Each test asserts the
+//! outcome (a miss, a refusal, an error), a time bound, and, where the
+//! attack is about size, a bound on the process's peak memory.
+//!
+//! The tests of this file run one at a time (`serial`), so that the peak
+//! memory of one is not charged to another.
+
+mod common;
+
+use common::{call, wasm};
+use cwasm_store::{ArtifactStore, Backend, CacheConfig, Key, Listed, LocalDir, StoreConfig};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+use wasmtime::{Config, Engine, Result};
+
+/// How long any lookup may take here, attacks included (compiling the test
+/// modules takes milliseconds).
+const TIME_BOUND: Duration = Duration::from_secs(20);
+
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The process's peak resident memory so far, in bytes (Linux's `VmHWM`).
+fn peak_memory() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+/// Runs `f` in a thread and fails if it takes longer than `TIME_BOUND`
+/// (a hang fails the test instead of blocking the suite).
+fn within_bound<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let start = Instant::now();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    let out = rx
+        .recv_timeout(TIME_BOUND)
+        .unwrap_or_else(|_| panic!("{what}: no answer within {TIME_BOUND:?}"));
+    eprintln!("{what}: {:?}", start.elapsed());
+    out
+}
+
+fn hit_or_compile(store: ArtifactStore, n: i32) -> (ArtifactStore, i32) {
+    let engine = Engine::default();
+    let m = store.get_or_compile_module(&engine, &wasm(n)).unwrap();
+    let answer = call(&engine, &m);
+    (store, answer)
+}
+
+fn key(n: i32) -> Key {
+    Key::new(&Engine::default(), &wasm(n)).unwrap()
+}
+
+fn engine_dir(root: &Path, n: i32) -> std::path::PathBuf {
+    root.join(key(n).engine.to_string())
+}
+
+#[test]
+fn a_fifo_entry_is_a_miss_not_a_hang() -> Result<()> {
+    let _serial = serial();
+    let dir = tempfile::tempdir()?;
+    let store = ArtifactStore::open(dir.path())?;
+    std::fs::create_dir_all(engine_dir(dir.path(), 1))?;
+    let fifo = dir.path().join(key(1).artifact_path());
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()?
+            .success()
+    );
+
+    let (store, bad) = within_bound("verify with a FIFO entry", move || {
+        let bad = store.verify().unwrap();
+        (store, bad)
+    });
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert!(bad[0].1.contains("not a regular file"), "{bad:?}");
+    let (store, answer) = within_bound("lookup of a FIFO entry", move || hit_or_compile(store, 1));
+    assert_eq!(answer, 1);
+    assert_eq!(store.stats().rejected, 1);
+    // The FIFO was replaced by the real artifact.
+    assert!(std::fs::symlink_metadata(&fifo)?.is_file());
+    Ok(())
+}
+
+#[test]
+fn a_symlinked_entry_is_refused_and_its_target_untouched() -> Result<()> {
+    let _serial = serial();
+    let (dir, outside) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    // The target is a valid artifact for this engine and key, but of other
+    // code: following the link would load it.
+    let planted = Engine::default().precompile_module(&wasm(666))?;
+    let target = outside.path().join("planted.cwasm");
+    std::fs::write(&target, &planted)?;
+    std::fs::create_dir_all(engine_dir(dir.path(), 2))?;
+    std::os::unix::fs::symlink(&target, dir.path().join(key(2).artifact_path()))?;
+
+    let store = ArtifactStore::open(dir.path())?;
+    let (store, answer) = within_bound("lookup of a symlinked entry", move || {
+        hit_or_compile(store, 2)
+    });
+    assert_eq!(answer, 2, "the planted code was loaded");
+    assert_eq!(store.stats().rejected, 1);
+    assert_eq!(
+        std::fs::read(&target)?,
+        planted,
+        "the link's target was written"
+    );
+    let entry = dir.path().join(key(2).artifact_path());
+    assert!(
+        std::fs::symlink_metadata(&entry)?.is_file(),
+        "the link is still there"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_symlinked_engine_directory_is_neither_read_nor_written() -> Result<()> {
+    let _serial = serial();
+    let (dir, outside) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let planted = Engine::default().precompile_module(&wasm(666))?;
+    let wasm_file = format!("{}.cwasm", key(3).wasm);
+    std::fs::write(outside.path().join(&wasm_file), &planted)?;
+    std::os::unix::fs::symlink(outside.path(), engine_dir(dir.path(), 3))?;
+
+    let store = ArtifactStore::open(dir.path())?;
+    let (store, answer) = within_bound("lookup under a symlinked directory", move || {
+        hit_or_compile(store, 3)
+    });
+    assert_eq!(answer, 3, "the planted code was loaded");
+    assert!(store.stats().store_errors > 0);
+    // Nothing was written through the link.
+    let mut names: Vec<_> = std::fs::read_dir(outside.path())?
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    assert_eq!(names, [std::ffi::OsString::from(&wasm_file)]);
+    assert_eq!(std::fs::read(outside.path().join(&wasm_file))?, planted);
+    Ok(())
+}
+
+#[test]
+fn a_planted_gc_stamp_link_is_not_followed() -> Result<()> {
+    let _serial = serial();
+    let (dir, outside) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let victim = outside.path().join("victim");
+    std::fs::write(&victim, b"precious")?;
+    std::os::unix::fs::symlink(&victim, dir.path().join(".gc-stamp"))?;
+    // Eviction is due at every `put`, so the stamp is written.
+    let config = StoreConfig {
+        cache: CacheConfig {
+            cleanup_interval: Duration::ZERO,
+            ..CacheConfig::default()
+        },
+        ..StoreConfig::default()
+    };
+    let store = ArtifactStore::new(Some(LocalDir::new(dir.path())?), None, config)?;
+    let (_, answer) = within_bound("put beside a planted stamp", move || {
+        hit_or_compile(store, 4)
+    });
+    assert_eq!(answer, 4);
+    assert_eq!(std::fs::read(&victim)?, b"precious");
+    Ok(())
+}
+
+#[test]
+fn a_huge_entry_is_not_read() -> Result<()> {
+    let _serial = serial();
+    let dir = tempfile::tempdir()?;
+    std::fs::create_dir_all(engine_dir(dir.path(), 5))?;
+    // 4 GiB, sparse: costs no disk, but reading it would cost the memory.
+    let huge = dir.path().join(key(5).artifact_path());
+    std::fs::File::create(&huge)?.set_len(4 << 30)?;
+    let config = StoreConfig {
+        max_artifact_size: 64 << 20,
+        ..StoreConfig::default()
+    };
+    let store = ArtifactStore::new(Some(LocalDir::new(dir.path())?), None, config)?;
+    let before = peak_memory();
+    let (store, answer) = within_bound("lookup of a 4 GiB entry", move || hit_or_compile(store, 5));
+    assert_eq!(answer, 5);
+    let grew = peak_memory().saturating_sub(before);
+    assert!(grew < 64 << 20, "peak memory grew by {grew} bytes");
+    // Too large is not proven bad: it is a miss, and no one's entry is
+    // deleted for it (the compiled artifact then replaced it by rename).
+    assert_eq!(store.stats().rejected, 0);
+    Ok(())
+}
+
+#[test]
+fn uppercase_names_are_not_entries() -> Result<()> {
+    let _serial = serial();
+    let dir = tempfile::tempdir()?;
+    let k = key(6);
+    let artifact = Engine::default().precompile_module(&wasm(6))?;
+    let upper = dir.path().join(k.engine.to_string().to_uppercase());
+    std::fs::create_dir_all(&upper)?;
+    std::fs::write(
+        upper.join(format!("{}.cwasm", k.wasm.to_string().to_uppercase())),
+        artifact,
+    )?;
+    let store = ArtifactStore::open(dir.path())?;
+    assert!(store.list()?.is_empty());
+    assert!(store.verify()?.is_empty());
+    Ok(())
+}
+
+#[test]
+fn a_host_that_cannot_run_an_entry_leaves_it_for_the_others() -> Result<()> {
+    let _serial = serial();
+    let dir = tempfile::tempdir()?;
+    let store = ArtifactStore::open(dir.path())?;
+    let (store, _) = hit_or_compile(store, 7);
+    let entry = dir.path().join(key(7).artifact_path());
+    let stored = std::fs::read(&entry)?;
+
+    // A host that claims none of the CPU features this one has: the same
+    // hash (detection does not reach artifacts), but it refuses the code.
+    let mut config = Config::new();
+    unsafe { config.detect_host_feature(|_| Some(false)) };
+    let weak = Engine::new(&config)?;
+    assert_eq!(
+        weak.serialization_compatibility_hash()?,
+        Engine::default().serialization_compatibility_hash()?
+    );
+    let result = within_bound("lookup on a weaker host", move || {
+        let r = store.get_or_compile_module(&weak, &wasm(7)).map(drop);
+        (store, r)
+    });
+    let (store, outcome) = result;
+    // This host cannot run code compiled for itself either; what matters is
+    // that the fleet's entry is still there, unchanged.
+    eprintln!("weak host: {outcome:?}");
+    assert_eq!(store.stats().rejected, 0);
+    assert_eq!(std::fs::read(&entry)?, stored);
+    Ok(())
+}
+
+#[test]
+fn short_hmac_keys_and_overflowing_limits_are_errors_naming_the_setting() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let open = |config: StoreConfig| {
+        ArtifactStore::new(Some(LocalDir::new(dir.path()).unwrap()), None, config)
+            .map(drop)
+            .map_err(|e| format!("{e:#}"))
+    };
+    let short = open(StoreConfig {
+        hmac_key: Some(b"short".to_vec()),
+        ..StoreConfig::default()
+    });
+    assert!(
+        short.as_ref().is_err_and(|e| e.contains("hmac_key")),
+        "{short:?}"
+    );
+    let huge = open(StoreConfig {
+        cache: CacheConfig {
+            file_count_soft_limit: u64::MAX,
+            ..CacheConfig::default()
+        },
+        ..StoreConfig::default()
+    });
+    assert!(
+        huge.as_ref()
+            .is_err_and(|e| e.contains("file-count-soft-limit")),
+        "{huge:?}"
+    );
+    let ok = open(StoreConfig {
+        hmac_key: Some(vec![7; 16]),
+        ..StoreConfig::default()
+    });
+    assert!(ok.is_ok(), "{ok:?}");
+}
+
+/// An object store in memory, where the attacker plants objects.
+#[derive(Debug, Default)]
+struct Bucket(Mutex<HashMap<String, Vec<u8>>>);
+
+impl Backend for Bucket {
+    fn describe(&self) -> String {
+        "mem://bucket".into()
+    }
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.0.lock().unwrap().get(path).cloned())
+    }
+    fn write(&self, path: &str, bytes: &[u8]) -> Result<()> {
+        self.0.lock().unwrap().insert(path.into(), bytes.to_vec());
+        Ok(())
+    }
+    fn delete(&self, path: &str) -> Result<()> {
+        self.0.lock().unwrap().remove(path);
+        Ok(())
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
+        let map = self.0.lock().unwrap();
+        Ok(map
+            .iter()
+            .filter(|(p, _)| p.starts_with(prefix))
+            .map(|(p, b)| Listed {
+                path: p.clone(),
+                size: b.len() as u64,
+                last_used: SystemTime::now(),
+            })
+            .collect())
+    }
+}
+
+/// 256 MiB of zeros, zstd-compressed: a few kilobytes.
+fn zstd_bomb() -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..256 {
+        encoder.write_all(&zeros).unwrap();
+    }
+    encoder.finish().unwrap()
+}
+
+#[test]
+fn a_zstd_bomb_is_never_inflated_past_the_limit() -> Result<()> {
+    let _serial = serial();
+    let bomb = zstd_bomb();
+    assert!(bomb.len() < 1 << 20, "{} bytes", bomb.len());
+    for hmac_key in [None, Some(vec![9u8; 32])] {
+        let bucket = Bucket::default();
+        bucket.write(&format!("{}.zst", key(8).artifact_path()), &bomb)?;
+        let config = StoreConfig {
+            compress_remote: true,
+            max_artifact_size: 16 << 20,
+            hmac_key: hmac_key.clone(),
+            ..StoreConfig::default()
+        };
+        let store = ArtifactStore::new(None, Some(Box::new(bucket)), config)?;
+        let before = peak_memory();
+        let (store, answer) =
+            within_bound("lookup of a zstd bomb", move || hit_or_compile(store, 8));
+        assert_eq!(answer, 8);
+        let grew = peak_memory().saturating_sub(before);
+        assert!(grew < 48 << 20, "peak memory grew by {grew} bytes");
+        if hmac_key.is_some() {
+            // With a key the bomb has no valid tag: refused before anything
+            // is decompressed, and evicted.
+            assert_eq!(store.stats().rejected, 1);
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn a_dead_bucket_costs_a_bounded_time_then_is_skipped() -> Result<()> {
+    let _serial = serial();
+    let options = cwasm_store::RemoteOptions {
+        timeout: Duration::from_secs(3),
+        connect_timeout: Duration::from_secs(1),
+        skip_after_failure: Duration::from_secs(60),
+    };
+    // Nothing listens on port 9 (discard) here: connections are refused.
+    let remote = cwasm_store::ObjectStoreBackend::open_with("http://127.0.0.1:9/bucket", options)?;
+    let store = ArtifactStore::new(None, Some(Box::new(remote)), StoreConfig::default())?;
+    let start = Instant::now();
+    let (store, answer) = within_bound("first lookup, dead bucket", move || {
+        hit_or_compile(store, 9)
+    });
+    assert_eq!(answer, 9);
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        start.elapsed()
+    );
+    // Skipped now: the next lookups do not wait for it at all.
+    let start = Instant::now();
+    let (store, answer) = within_bound("lookup while skipped", move || hit_or_compile(store, 10));
+    assert_eq!(answer, 10);
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(store.stats().store_errors >= 2);
+    Ok(())
+}
+
+#[test]
+fn the_store_works_inside_a_tokio_runtime() -> Result<()> {
+    let _serial = serial();
+    let dir = tempfile::tempdir()?;
+    let remote = cwasm_store::ObjectStoreBackend::open("http://127.0.0.1:9/bucket")?;
+    let store = ArtifactStore::new(
+        Some(LocalDir::new(dir.path())?),
+        Some(Box::new(remote)),
+        StoreConfig::default(),
+    )?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let answer = within_bound("a lookup from async code", move || {
+        runtime.block_on(async {
+            let engine = Engine::default();
+            let m = store.get_or_compile_module(&engine, &wasm(11)).unwrap();
+            call(&engine, &m)
+        })
+    });
+    assert_eq!(answer, 11);
+    Ok(())
+}
+
+#[test]
+fn credentials_in_store_urls_are_not_shown() -> Result<()> {
+    let _serial = serial();
+    let remote = cwasm_store::ObjectStoreBackend::open(
+        "http://alice:hunter2@127.0.0.1:9/bucket?sig=s3cr3tsig",
+    )?;
+    let shown = remote.describe();
+    let error = format!("{:#}", remote.read("x/y.cwasm").unwrap_err());
+    let debug = format!("{remote:?}");
+    for text in [&shown, &error, &debug] {
+        assert!(
+            !text.contains("hunter2") && !text.contains("s3cr3tsig"),
+            "{text}"
+        );
+    }
+    assert!(shown.contains("127.0.0.1:9/bucket"), "{shown}");
+    Ok(())
+}
+
+#[test]
+fn waiters_get_the_leaders_error() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(ArtifactStore::open(dir.path()).unwrap());
+    // Invalid: the function returns nothing but declares an i32.
+    let bad = b"(module (func (result i32)))".to_vec();
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+    let errors = within_bound("8 callers of a module that does not compile", move || {
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (store, bad, barrier) = (store.clone(), bad.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    store
+                        .get_or_compile_module(&Engine::default(), &bad)
+                        .map(drop)
+                        .map_err(|e| format!("{e:#}"))
+                        .unwrap_err()
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    for e in &errors {
+        assert!(e.contains("type mismatch") || e.contains("expected"), "{e}");
+    }
+}
+
+/// A bucket whose first write announces itself, waits, then panics.
+#[derive(Debug)]
+struct PanicsOnFirstWrite {
+    inside: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+}
+
+impl Backend for PanicsOnFirstWrite {
+    fn describe(&self) -> String {
+        "mem://panics".into()
+    }
+    fn read(&self, _: &str) -> Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
+    fn write(&self, _: &str, _: &[u8]) -> Result<()> {
+        let first = self.inside.lock().unwrap().take();
+        if let Some(tx) = first {
+            tx.send(()).unwrap();
+            std::thread::sleep(Duration::from_millis(500));
+            panic!("injected panic in the leader");
+        }
+        Ok(())
+    }
+    fn delete(&self, _: &str) -> Result<()> {
+        Ok(())
+    }
+    fn list(&self, _: &str) -> Result<Vec<Listed>> {
+        Ok(Vec::new())
+    }
+}
+
+#[test]
+fn a_panicking_leader_frees_its_waiters() {
+    let _serial = serial();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let backend = PanicsOnFirstWrite {
+        inside: Mutex::new(Some(tx)),
+    };
+    let store = std::sync::Arc::new(
+        ArtifactStore::new(None, Some(Box::new(backend)), StoreConfig::default()).unwrap(),
+    );
+    let leader = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            let _ = store.get_or_compile_module(&Engine::default(), &wasm(12));
+        })
+    };
+    rx.recv().unwrap();
+    let waiter = within_bound("a waiter of a leader that panics", move || {
+        let r = store
+            .get_or_compile_module(&Engine::default(), &wasm(12))
+            .map(drop)
+            .map_err(|e| e.to_string());
+        (store, r)
+    });
+    assert!(leader.join().is_err(), "the leader was meant to panic");
+    let (store, result) = waiter;
+    assert!(
+        result.as_ref().is_err_and(|e| e.contains("panicked")),
+        "{result:?}"
+    );
+    // The slot is free: the next caller compiles (and this time stores).
+    let (_, answer) = within_bound("after the panic", move || {
+        let store = std::sync::Arc::try_unwrap(store).unwrap();
+        hit_or_compile(store, 12)
+    });
+    assert_eq!(answer, 12);
+}
