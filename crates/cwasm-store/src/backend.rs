@@ -426,6 +426,16 @@ impl ObjectStoreBackend {
 
     /// Like [`ObjectStoreBackend::open`], with other time limits.
     pub fn open_with(url: &str, remote: RemoteOptions) -> Result<ObjectStoreBackend> {
+        ObjectStoreBackend::open_with_settings(url, remote, &[])
+    }
+
+    /// Like [`ObjectStoreBackend::open_with`], with `object_store` settings
+    /// (such as `aws_endpoint`) that take precedence over the environment.
+    pub fn open_with_settings(
+        url: &str,
+        remote: RemoteOptions,
+        settings: &[(&str, &str)],
+    ) -> Result<ObjectStoreBackend> {
         // Not `url` itself in messages: it may carry credentials.
         let parsed = url::Url::parse(url).map_err(|e| format_err!("invalid store URL: {e}"))?;
         let shown = redact(&parsed);
@@ -435,6 +445,8 @@ impl ObjectStoreBackend {
             })
             .map(|(k, v)| (k.to_ascii_lowercase(), v))
             .collect();
+        options.retain(|(k, _)| !settings.iter().any(|(s, _)| s.eq_ignore_ascii_case(k)));
+        options.extend(settings.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         options.push((
             "connect_timeout".into(),
             format!("{}ms", remote.connect_timeout.as_millis()),

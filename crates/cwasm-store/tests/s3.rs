@@ -169,3 +169,149 @@ fn retiring_a_generation_deletes_its_prefix_only() -> Result<()> {
     );
     Ok(())
 }
+
+/// What the proxy does to each connection.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// Accepts, then closes at once.
+    Drop,
+    /// Accepts and reads, but never answers.
+    Stall,
+    /// Forwards the request, and only the first 100 bytes of the answer.
+    Truncate,
+}
+
+/// A TCP proxy on loopback in front of the S3 server, injecting `fault`.
+/// Returns its address; it lives until the process ends.
+fn faulty_proxy(upstream: std::net::SocketAddr, fault: Fault) -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { return };
+            std::thread::spawn(move || match fault {
+                Fault::Drop => drop(client),
+                Fault::Stall => {
+                    let mut buf = [0; 4096];
+                    let _ = client.set_read_timeout(Some(std::time::Duration::from_secs(60)));
+                    while let Ok(n) = client.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                }
+                Fault::Truncate => {
+                    let Ok(mut server) = std::net::TcpStream::connect(upstream) else {
+                        return;
+                    };
+                    let _ = client.set_read_timeout(Some(std::time::Duration::from_millis(300)));
+                    let mut request = Vec::new();
+                    let mut buf = [0; 65536];
+                    while let Ok(n) = client.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        request.extend_from_slice(&buf[..n]);
+                    }
+                    let _ = server.write_all(&request);
+                    let mut answer = [0; 100];
+                    let n = server.read(&mut answer).unwrap_or(0);
+                    let _ = client.write_all(&answer[..n]);
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn faults_on_the_wire_cost_a_bounded_time_and_fall_back_to_compiling() -> Result<()> {
+    let Some(url) = s3_url() else { return Ok(()) };
+    let endpoint = std::env::var("AWS_ENDPOINT").expect("set with CWASM_TEST_S3_URL");
+    let upstream: std::net::SocketAddr = endpoint
+        .trim_start_matches("http://")
+        .parse()
+        .expect("AWS_ENDPOINT is http://ip:port");
+    let engine = Engine::default();
+    // The entry is there, behind the faulty proxy.
+    ArtifactStore::open_location(&url, StoreConfig::default())?
+        .get_or_compile_module(&engine, &wasm(21))?;
+    let options = cwasm_store::RemoteOptions {
+        timeout: std::time::Duration::from_secs(3),
+        connect_timeout: std::time::Duration::from_secs(1),
+        skip_after_failure: std::time::Duration::from_secs(60),
+    };
+    for fault in [Fault::Drop, Fault::Stall, Fault::Truncate] {
+        let proxy = format!("http://{}", faulty_proxy(upstream, fault));
+        let backend =
+            ObjectStoreBackend::open_with_settings(&url, options, &[("aws_endpoint", &proxy)])?;
+        let store = ArtifactStore::new(None, Some(Box::new(backend)), StoreConfig::default())?;
+        for round in 0..3 {
+            let start = std::time::Instant::now();
+            let m = store.get_or_compile_module(&engine, &wasm(21))?;
+            assert_eq!(call(&engine, &m), 21);
+            let took = start.elapsed();
+            eprintln!("{fault:?}, lookup {round}: {took:?}");
+            // The timeout bounds the first; the skip makes the others free.
+            let bound = if round == 0 { 10 } else { 1 };
+            assert!(
+                took < std::time::Duration::from_secs(bound),
+                "{fault:?}: {took:?}"
+            );
+        }
+        assert_eq!(store.stats().compiles, 3, "{fault:?}: {:?}", store.stats());
+    }
+    // Nothing was lost: the entry is intact behind a healthy connection.
+    let healthy = ArtifactStore::open_location(&url, StoreConfig::default())?;
+    healthy.get_or_compile_module(&engine, &wasm(21))?;
+    assert_eq!((healthy.stats().hits, healthy.stats().rejected), (1, 0));
+    Ok(())
+}
+
+#[test]
+fn a_multi_gib_zstd_bomb_in_s3_is_never_inflated() -> Result<()> {
+    use std::io::Write;
+    let Some(url) = s3_url() else { return Ok(()) };
+    // One 256 MiB frame of zeros, compressed, repeated 16 times: a valid
+    // zstd stream of 4 GiB in a few kilobytes.
+    let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), 1)?;
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..256 {
+        encoder.write_all(&zeros)?;
+    }
+    let frame = encoder.finish()?;
+    let bomb = frame.repeat(16);
+    let engine = Engine::default();
+    let key = Key::new(&engine, &wasm(22))?;
+    ObjectStoreBackend::open(&url)?.write(&format!("{}.zst", key.artifact_path()), &bomb)?;
+    let config = StoreConfig {
+        compress_remote: true,
+        max_artifact_size: 32 << 20,
+        ..StoreConfig::default()
+    };
+    let store = ArtifactStore::open_location(&url, config)?;
+    let peak = || -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+        line.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            * 1024
+    };
+    let before = peak();
+    let start = std::time::Instant::now();
+    let m = store.get_or_compile_module(&engine, &wasm(22))?;
+    assert_eq!(call(&engine, &m), 22);
+    let grew = peak().saturating_sub(before);
+    eprintln!(
+        "4 GiB bomb ({} bytes): {:?}, peak memory +{grew}",
+        bomb.len(),
+        start.elapsed()
+    );
+    assert!(grew < 96 << 20, "peak memory grew by {grew} bytes");
+    assert!(start.elapsed() < std::time::Duration::from_secs(30));
+    Ok(())
+}
