@@ -400,19 +400,30 @@ fn verify(store: &StoreArgs, json: bool) -> Result<ExitCode> {
     let store = store.open()?;
     let checked = store.list()?.len();
     let bad = store.verify()?;
+    let strays = store.strays()?;
     if json {
         let bad: Vec<_> = bad
             .iter()
             .map(|(key, reason)| serde_json::json!({ "key": key, "reason": reason }))
             .collect();
-        print_json(&serde_json::json!({ "checked": checked, "bad": bad }))?;
+        print_json(&serde_json::json!({ "checked": checked, "bad": bad, "strays": strays }))?;
     } else {
         for (key, reason) in &bad {
             println!("bad {}/{}: {}", key.engine, key.wasm, printable(reason));
         }
-        println!("{checked} entries checked, {} bad", bad.len());
+        for stray in &strays {
+            println!(
+                "stray {}: not a store entry (ignored by lookups)",
+                printable(stray)
+            );
+        }
+        println!(
+            "{checked} entries checked, {} bad, {} stray objects",
+            bad.len(),
+            strays.len()
+        );
     }
-    Ok(if bad.is_empty() {
+    Ok(if bad.is_empty() && strays.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_BAD_ENTRIES)

@@ -171,7 +171,7 @@ fn compile_ls_verify_gc() {
     let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
     let stem = victim.file_stem().unwrap().to_str().unwrap();
     assert!(
-        text.contains(stem) && text.contains("5 entries checked, 1 bad"),
+        text.contains(stem) && text.contains("5 entries checked, 1 bad, 0 stray objects"),
         "{text}"
     );
 

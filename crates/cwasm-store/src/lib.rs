@@ -16,10 +16,23 @@
 //! ([`ArtifactStore::retain`]), and a listing says what each prefix is for.
 //!
 //! Before anything is handed to wasmtime's `unsafe` deserialization, the
-//! candidate's own engine section is read
+//! candidate must be a regular file (or object) within
+//! [`StoreConfig::max_artifact_size`], its own engine section is read
 //! ([`Engine::detect_serialization_compatibility_hash`]) and must equal the
 //! key's engine hash, and, with a key configured, its HMAC-SHA-256 tag must
-//! verify. Anything else is evicted, counted, logged and compiled again.
+//! verify; the check and the load use the same open file. Entries proven bad
+//! are evicted, counted, logged and compiled again; anything else (too large,
+//! a backend failure, a host lacking a CPU feature) is a miss that leaves
+//! shared entries alone.
+//!
+//! # Threat model
+//!
+//! With an HMAC key, someone who can write to the store's directory or
+//! bucket but lacks the key can cause misses and recompiles, never a load of
+//! bytes whose tag did not verify, a hang, unbounded memory, or a read or
+//! write outside the store's root. Without a key, the checks guard against
+//! misfiled and damaged artifacts only: the directory must then be writable
+//! by trusted users only. docs/store.md has the details.
 //!
 //! ```no_run
 //! use cwasm_store::ArtifactStore;

@@ -763,6 +763,29 @@ impl ArtifactStore {
         Ok(bad)
     }
 
+    /// Objects of the primary tier that are not part of the layout (not an
+    /// entry in canonical lowercase-hex form, its `.zst` or `.hmac`, or an
+    /// `engine.json`): lookups ignore them; `verify` users may want to know.
+    pub fn strays(&self) -> Result<Vec<String>> {
+        Ok(self
+            .primary()
+            .list("")?
+            .into_iter()
+            .map(|l| l.path)
+            .filter(|path| {
+                let entry = path.strip_suffix(".hmac").unwrap_or(path);
+                !(is_artifact(entry)
+                    || path
+                        .strip_suffix(&format!("/{DESCRIPTOR}"))
+                        .is_some_and(|engine| {
+                            engine
+                                .parse::<Digest>()
+                                .is_ok_and(|d| d.to_string() == engine)
+                        }))
+            })
+            .collect())
+    }
+
     /// Applies the size and count soft limits to the primary tier: when
     /// either is exceeded, deletes least recently used artifacts until both
     /// are under their `*-limit-percent-if-deleting` share. With `dry_run`,

@@ -210,6 +210,96 @@ fn uppercase_names_are_not_entries() -> Result<()> {
     let store = ArtifactStore::open(dir.path())?;
     assert!(store.list()?.is_empty());
     assert!(store.verify()?.is_empty());
+    // ... but `verify`'s caller is told about it.
+    assert_eq!(store.strays()?.len(), 1, "{:?}", store.strays()?);
+    Ok(())
+}
+
+#[test]
+fn gc_waits_for_another_gc_and_puts_do_not() -> Result<()> {
+    let _serial = serial();
+    let dir = tempfile::tempdir()?;
+    let config = StoreConfig {
+        cache: CacheConfig {
+            cleanup_interval: Duration::ZERO,
+            ..CacheConfig::default()
+        },
+        ..StoreConfig::default()
+    };
+    let store = std::sync::Arc::new(ArtifactStore::new(
+        Some(LocalDir::new(dir.path())?),
+        None,
+        config,
+    )?);
+    // Another process's gc holds the lock.
+    let lock = std::fs::File::create(dir.path().join(".gc-lock"))?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)?;
+    // A put (whose gc is due) does not wait for it.
+    let s = store.clone();
+    within_bound("a put while another gc runs", move || {
+        hit_or_compile_shared(&s, 13)
+    });
+    // An explicit gc does, until the other one is done.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let s = store.clone();
+    std::thread::spawn(move || tx.send(s.gc(false).map_err(|e| e.to_string())));
+    assert!(
+        rx.recv_timeout(Duration::from_millis(500)).is_err(),
+        "gc did not wait"
+    );
+    drop(lock);
+    let report = rx
+        .recv_timeout(TIME_BOUND)
+        .expect("gc ran once the lock was free");
+    assert!(report.is_ok_and(|r| !r.skipped_busy));
+    Ok(())
+}
+
+fn hit_or_compile_shared(store: &ArtifactStore, n: i32) -> i32 {
+    let engine = Engine::default();
+    call(
+        &engine,
+        &store.get_or_compile_module(&engine, &wasm(n)).unwrap(),
+    )
+}
+
+#[test]
+fn gc_collects_old_orphan_tags_and_empty_prefixes() -> Result<()> {
+    let _serial = serial();
+    let dir = tempfile::tempdir()?;
+    let store = ArtifactStore::open(dir.path())?;
+    let (store, _) = hit_or_compile(store, 14);
+    let k = key(14);
+    let two_hours_ago = SystemTime::now() - Duration::from_secs(2 * 3600);
+    // A tag whose artifact is gone, two hours old, and a fresh one (which
+    // may be a write in progress: tags are written first).
+    let old_tag = dir
+        .path()
+        .join(format!("{}/{}.cwasm.hmac", k.engine, "0".repeat(64)));
+    let new_tag = dir
+        .path()
+        .join(format!("{}/{}.cwasm.hmac", k.engine, "1".repeat(64)));
+    for tag in [&old_tag, &new_tag] {
+        std::fs::write(tag, [0u8; 32])?;
+    }
+    std::fs::File::options()
+        .write(true)
+        .open(&old_tag)?
+        .set_modified(two_hours_ago)?;
+    // An engine prefix with nothing in it.
+    let empty = dir.path().join("2".repeat(64));
+    std::fs::create_dir(&empty)?;
+    let report = store.gc(false)?;
+    assert_eq!(
+        (report.orphan_tags, report.empty_prefixes),
+        (1, 1),
+        "{report:?}"
+    );
+    assert!(!old_tag.exists() && new_tag.exists() && !empty.exists());
+    assert!(
+        dir.path().join(k.artifact_path()).exists(),
+        "an entry was collected"
+    );
     Ok(())
 }
 
