@@ -368,8 +368,9 @@ pub struct ObjectStoreBackend {
 /// How long the object store may take, and how to treat one that failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RemoteOptions {
-    /// The most one call (a read, a write, a listing) may take, retries
-    /// included. Default: 30 s.
+    /// The most one call (a read, a write, a listing) may take, the
+    /// client's retries included: this is the retry budget, in time rather
+    /// than in attempts. Default: 30 s.
     pub timeout: Duration,
     /// The most connecting may take. Default: 2 s.
     pub connect_timeout: Duration,
