@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{call, wasm};
+use common::{call, peak_memory, wasm};
 use cwasm_store::{ArtifactStore, Backend, CacheConfig, Key, Listed, LocalDir, StoreConfig};
 use std::collections::HashMap;
 use std::path::Path;
@@ -23,14 +23,6 @@ const TIME_BOUND: Duration = Duration::from_secs(20);
 fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The process's peak resident memory so far, in bytes (Linux's `VmHWM`).
-fn peak_memory() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    kib * 1024
 }
 
 /// Runs `f` in a thread and fails if it takes longer than `TIME_BOUND`

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{call, wasm};
+use common::{call, peak_memory, wasm};
 use cwasm_store::{ArtifactStore, Backend, Digest, Key, LocalDir, ObjectStoreBackend, StoreConfig};
 use std::sync::atomic::{AtomicU32, Ordering};
 use wasmtime::{Config, Engine, OptLevel, Result};
@@ -291,21 +291,11 @@ fn a_multi_gib_zstd_bomb_in_s3_is_never_inflated() -> Result<()> {
         ..StoreConfig::default()
     };
     let store = ArtifactStore::open_location(&url, config)?;
-    let peak = || -> u64 {
-        let status = std::fs::read_to_string("/proc/self/status").unwrap();
-        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-        line.split_whitespace()
-            .nth(1)
-            .unwrap()
-            .parse::<u64>()
-            .unwrap()
-            * 1024
-    };
-    let before = peak();
+    let before = peak_memory();
     let start = std::time::Instant::now();
     let m = store.get_or_compile_module(&engine, &wasm(22))?;
     assert_eq!(call(&engine, &m), 22);
-    let grew = peak().saturating_sub(before);
+    let grew = peak_memory().saturating_sub(before);
     eprintln!(
         "4 GiB bomb ({} bytes): {:?}, peak memory +{grew}",
         bomb.len(),

@@ -8,12 +8,15 @@
 //! (nothing torn is ever seen), no `verify` finding, and every entry a
 //! process reported as written is still there and intact at the end.
 
+mod common;
+
+use common::{call, wasm};
 use cwasm_store::{ArtifactStore, CacheConfig, Key, LocalDir, StoreConfig};
 use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use wasmtime::{Engine, Instance, Module, Store};
+use wasmtime::Engine;
 
 const CHILD_ENV: &str = "CWASM_SOAK_CHILD_DIR";
 const PROCESSES: usize = 8;
@@ -21,19 +24,6 @@ const KILLS: u32 = 200;
 const TIME_BOUND: Duration = Duration::from_secs(90);
 const MODULES: i32 = 12;
 const KEY: &[u8] = b"soak test key, thirty-two bytes!";
-
-fn wasm(n: i32) -> Vec<u8> {
-    format!("(module (func (export \"answer\") (result i32) i32.const {n}))").into_bytes()
-}
-
-fn answer(engine: &Engine, module: &Module) -> i32 {
-    let mut store = Store::new(engine, ());
-    let instance = Instance::new(&mut store, module, &[]).unwrap();
-    let f = instance
-        .get_typed_func::<(), i32>(&mut store, "answer")
-        .unwrap();
-    f.call(&mut store, ()).unwrap()
-}
 
 fn open(dir: &Path, keyed: bool) -> ArtifactStore {
     let config = StoreConfig {
@@ -85,7 +75,7 @@ fn soak_child() {
         match op {
             0..=4 => {
                 let m = store.get_or_compile_module(&engine, &wasm(n)).unwrap();
-                let got = answer(&engine, &m);
+                let got = call(&engine, &m);
                 if got != n {
                     say(format!("WRONG {n} {got}"));
                 }

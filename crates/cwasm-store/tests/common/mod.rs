@@ -18,3 +18,11 @@ pub fn call(engine: &Engine, module: &Module) -> i32 {
         .unwrap();
     f.call(&mut store, ()).unwrap()
 }
+
+/// The process's peak resident memory so far, in bytes (Linux's `VmHWM`).
+pub fn peak_memory() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
