@@ -15,7 +15,9 @@
 //! | `worker-event-queue-size`, `optimized-compression-level`, `optimized-compression-usage-counter-threshold`, `optimizing-compression-task-timeout`, `allowed-clock-drift-for-files-from-future` | as wasmtime | validated, otherwise unused (no background worker here) |
 //!
 //! Unknown keys, and keys outside `[cache]`, are rejected with the key's name,
-//! as wasmtime rejects them.
+//! as wasmtime rejects them. Two checks of wasmtime's are not made here: it
+//! also refuses an `optimized-compression-level` below the baseline one, and a
+//! relative `directory` (wasmtime-internal-cache 48.0.8, `src/config.rs`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -210,8 +212,9 @@ impl StoreConfig {
     }
 }
 
-/// wasmtime writes every setting as a string (`"512Mi"`); a bare integer is
-/// accepted too for plain counts.
+/// wasmtime writes the limits and durations as strings (`"512Mi"`) and the
+/// compression levels as integers; a bare integer is accepted for plain
+/// counts too.
 fn value_text(key: &str, value: &toml::Value) -> Result<String> {
     match value {
         toml::Value::String(s) => Ok(s.trim().to_string()),

@@ -62,8 +62,8 @@ fn bump(counter: &AtomicU64) {
 pub struct EngineDescriptor {
     /// The engine hash, hex.
     pub engine: String,
-    /// The module version string recorded in the artifacts (the wasmtime
-    /// version, unless the engine set a custom one).
+    /// The module version string recorded in the artifacts (wasmtime's
+    /// major version, `48`, unless the engine set a custom one).
     pub wasmtime_version: String,
     /// The compilation target.
     pub target: String,
