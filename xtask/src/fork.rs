@@ -1,7 +1,9 @@
 //! `cargo xtask fork` and `cargo xtask export-patches`.
 //!
-//! The fork is upstream wasmtime's registry package with `patches/series`
-//! applied by `git am`, kept as a small git repository of its own:
+//! The series is kept for each wasmtime release line its users run (see
+//! [`LINES`]), each in `patches/<line>/`. A line's fork is upstream wasmtime's
+//! registry package with `patches/<line>/series` applied by `git am`, kept as
+//! a small git repository of its own:
 //!
 //! 1. commit `upstream` (tagged): the package exactly as cargo downloaded it,
 //!    checksum pinned by `xtask/upstream/Cargo.lock`;
@@ -26,8 +28,68 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The upstream release the series is based on.
-pub const UPSTREAM_VERSION: &str = "48.0.8";
+/// A wasmtime release line the series is kept for.
+pub struct Line {
+    /// What `--line` takes, and the directory under `patches/`.
+    pub name: &'static str,
+    /// The registry release the fork is made from, checksum pinned by
+    /// `xtask/upstream/Cargo.lock`.
+    pub version: &'static str,
+    /// Where `cargo xtask fork` puts the fork, relative to the root: the
+    /// directory the workspace that tests this line patches wasmtime with.
+    pub fork_dir: &'static str,
+    /// Upstream's workspace pins for dependencies that the series adds to
+    /// `crates/wasmtime/Cargo.toml` as `{ workspace = true }`.
+    ///
+    /// The registry package's `Cargo.toml` is normalized: workspace
+    /// inheritance is already resolved. A dependency the series adds must
+    /// therefore be spelled out there too. These are copied from upstream's
+    /// root `Cargo.toml` at the base release; keep them equal to it when
+    /// rebasing.
+    pub workspace_pins: &'static [(&'static str, &'static str)],
+}
+
+/// The lines, the default first: 48 is the fork this repository builds on;
+/// 36 is the long-term-support line. (Upstream `main`, where review happens,
+/// has its own series in `patches/main/`, applied to a git checkout by
+/// `cargo xtask upstream-check` rather than to a registry package.)
+pub const LINES: &[Line] = &[
+    Line {
+        name: "48",
+        version: "48.0.8",
+        fork_dir: "crates/wasmtime",
+        workspace_pins: &[("sha2", "version = \"0.10.2\"\ndefault-features = false")],
+    },
+    Line {
+        name: "36",
+        version: "36.0.20",
+        fork_dir: "tests/lts36/wasmtime",
+        // The 36 series declares `sha2` in place, as 36's crates do.
+        workspace_pins: &[],
+    },
+];
+
+/// The line `cargo xtask fork` uses without `--line`.
+pub fn default_line() -> &'static Line {
+    &LINES[0]
+}
+
+/// The line named `name` (`48`, `36`).
+pub fn line(name: &str) -> Result<&'static Line> {
+    LINES.iter().find(|l| l.name == name).with_context(|| {
+        let names: Vec<&str> = LINES.iter().map(|l| l.name).collect();
+        format!(
+            "unknown line `{name}`: the series is kept for {}",
+            names.join(", ")
+        )
+    })
+}
+
+impl Line {
+    fn patches_dir(&self, root: &Path) -> PathBuf {
+        root.join("patches").join(self.name)
+    }
+}
 
 /// Bump when the way a fork is assembled changes, so existing forks are
 /// regenerated.
@@ -35,16 +97,6 @@ const FORK_FORMAT: &str = "xtask-fork-v2";
 
 const STAMP_FILE: &str = ".xtask-fork";
 const BASE_TAG: &str = "upstream";
-
-/// Upstream's workspace pins for dependencies that the series adds to
-/// `crates/wasmtime/Cargo.toml` as `{ workspace = true }`.
-///
-/// The registry package's `Cargo.toml` is normalized: workspace inheritance is
-/// already resolved. A dependency the series adds must therefore be spelled
-/// out there too. These are copied from upstream's root `Cargo.toml` at the
-/// base release; keep them equal to it when rebasing.
-const WORKSPACE_PINS: &[(&str, &str)] =
-    &[("sha2", "version = \"0.10.2\"\ndefault-features = false")];
 
 /// Deterministic identity and dates for the commits xtask makes, so the same
 /// inputs give the same fork commit ids everywhere.
@@ -58,38 +110,44 @@ const GIT_ENV: &[(&str, &str)] = &[
 ];
 
 pub struct ForkOptions {
+    pub line: &'static Line,
     pub out: Option<PathBuf>,
     pub force: bool,
 }
 
 /// A patch of the series: its file name and its text, as in `patches/`.
-struct Patch {
-    name: String,
-    text: String,
+pub struct Patch {
+    pub name: String,
+    pub text: String,
 }
 
 /// Makes (or confirms) the fork and returns its directory.
 pub fn fork(root: &Path, opts: &ForkOptions) -> Result<PathBuf> {
+    let line = opts.line;
     let dest = match &opts.out {
         Some(out) => absolute(out)?,
-        None => root.join("crates/wasmtime"),
+        None => root.join(line.fork_dir),
     };
-    let series = read_series(root)?;
-    let upstream = locate_upstream(root)?;
-    let stamp = stamp_of(&upstream, &series);
+    let series = read_series(root, line)?;
+    let upstream = locate_upstream(root, line)?;
+    let stamp = stamp_of(line, &upstream, &series);
 
     if dest.exists() {
         match fork_state(&dest)? {
             ForkState::Current(recorded) if recorded == stamp => {
                 eprintln!(
-                    "fork at {} is up to date (wasmtime {UPSTREAM_VERSION} + {} patches)",
+                    "fork at {} is up to date (wasmtime {} + {} patches)",
                     dest.display(),
+                    line.version,
                     series.len()
                 );
                 return Ok(dest);
             }
             ForkState::Current(_) => {
-                eprintln!("patches/ or the upstream pin changed: regenerating the fork")
+                eprintln!(
+                    "patches/{} or the upstream pin changed: regenerating the fork",
+                    line.name
+                )
             }
             state if opts.force => {
                 eprintln!(
@@ -98,9 +156,13 @@ pub fn fork(root: &Path, opts: &ForkOptions) -> Result<PathBuf> {
                 )
             }
             state => bail!(
-                "{} {state}.\nKeep that work with `cargo xtask export-patches` (it rewrites \
-                 patches/ from the fork's commits), or discard it with `cargo xtask fork --force`.",
-                dest.display()
+                "{} {state}.\nKeep that work with `cargo xtask export-patches --line {}` (it \
+                 rewrites patches/{} from the fork's commits), or discard it with \
+                 `cargo xtask fork --line {} --force`.",
+                dest.display(),
+                line.name,
+                line.name,
+                line.name
             ),
         }
     }
@@ -114,7 +176,7 @@ pub fn fork(root: &Path, opts: &ForkOptions) -> Result<PathBuf> {
         std::process::id()
     ));
     remove_dir_if_exists(&tmp)?;
-    let result = build_fork(&tmp, &upstream, &series, &stamp);
+    let result = build_fork(&tmp, line, &upstream, &series, &stamp);
     if let Err(e) = result {
         // Leave nothing half-made behind; the error says what failed.
         let _ = fs::remove_dir_all(&tmp);
@@ -124,7 +186,8 @@ pub fn fork(root: &Path, opts: &ForkOptions) -> Result<PathBuf> {
     fs::rename(&tmp, &dest)
         .with_context(|| format!("moving {} to {}", tmp.display(), dest.display()))?;
     eprintln!(
-        "forked wasmtime {UPSTREAM_VERSION} + {} patches into {}",
+        "forked wasmtime {} + {} patches into {}",
+        line.version,
         series.len(),
         dest.display()
     );
@@ -139,7 +202,13 @@ pub fn patch_snippet(dir: &Path) -> String {
     )
 }
 
-fn build_fork(tmp: &Path, upstream: &Upstream, series: &[Patch], stamp: &str) -> Result<()> {
+fn build_fork(
+    tmp: &Path,
+    line: &Line,
+    upstream: &Upstream,
+    series: &[Patch],
+    stamp: &str,
+) -> Result<()> {
     copy_dir(&upstream.dir, tmp)?;
     // Cargo's marker that the registry unpacked the package; not part of it.
     let _ = fs::remove_file(tmp.join(".cargo-ok"));
@@ -148,8 +217,8 @@ fn build_fork(tmp: &Path, upstream: &Upstream, series: &[Patch], stamp: &str) ->
     fs::write(tmp.join(".git/info/exclude"), format!("/{STAMP_FILE}\n"))?;
     git(tmp, &["add", "--all"])?;
     let subject = format!(
-        "wasmtime {UPSTREAM_VERSION} from the package registry\n\nsha256 of the .crate: {}",
-        upstream.checksum
+        "wasmtime {} from the package registry\n\nsha256 of the .crate: {}",
+        line.version, upstream.checksum
     );
     git(tmp, &["commit", "--quiet", "--no-verify", "-m", &subject])?;
     git(tmp, &["tag", BASE_TAG])?;
@@ -171,8 +240,10 @@ fn build_fork(tmp: &Path, upstream: &Upstream, series: &[Patch], stamp: &str) ->
             .context("failed to run `git am`")?;
         if !out.status.success() {
             bail!(
-                "patch `patches/{}` does not apply to wasmtime {UPSTREAM_VERSION}:\n{}{}",
+                "patch `patches/{}/{}` does not apply to wasmtime {}:\n{}{}",
+                line.name,
                 patch.name,
+                line.version,
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
             );
@@ -180,7 +251,7 @@ fn build_fork(tmp: &Path, upstream: &Upstream, series: &[Patch], stamp: &str) ->
     }
     fs::remove_dir_all(&mbox_dir)?;
 
-    sync_normalized_manifest(tmp)?;
+    sync_normalized_manifest(tmp, line)?;
     write_stamp(tmp, stamp)
 }
 
@@ -205,7 +276,7 @@ impl std::fmt::Display for ForkState {
             ForkState::Current(_) => "is a fork made by xtask",
             ForkState::NotAFork => "exists but was not made by `cargo xtask fork`",
             ForkState::Dirty => "has uncommitted changes",
-            ForkState::NewCommits => "has commits that are not in patches/",
+            ForkState::NewCommits => "has commits that are not in patches/<line>/",
         })
     }
 }
@@ -233,13 +304,15 @@ fn fork_state(dir: &Path) -> Result<ForkState> {
     Ok(ForkState::Current(inputs.to_string()))
 }
 
-/// `cargo xtask export-patches`: rewrites `patches/` from the fork's commits.
-pub fn export_patches(root: &Path) -> Result<()> {
-    let dir = root.join("crates/wasmtime");
+/// `cargo xtask export-patches`: rewrites `patches/<line>/` from the commits
+/// of the line's fork.
+pub fn export_patches(root: &Path, line: &Line) -> Result<()> {
+    let dir = root.join(line.fork_dir);
     match fork_state(&dir)? {
         ForkState::NotAFork => bail!(
-            "{} is not a fork made by `cargo xtask fork`; run that first",
-            dir.display()
+            "{} is not a fork made by `cargo xtask fork`; run `cargo xtask fork --line {}` first",
+            dir.display(),
+            line.name
         ),
         ForkState::Dirty => bail!(
             "the fork has uncommitted changes: commit them in {} first (one commit per patch)",
@@ -267,10 +340,10 @@ pub fn export_patches(root: &Path) -> Result<()> {
         .collect::<Result<_>>()?;
     names.sort();
 
-    let patches_dir = root.join("patches");
-    for old in read_series(root)? {
+    let patches_dir = line.patches_dir(root);
+    for old in read_series(root, line)? {
         fs::remove_file(patches_dir.join(&old.name))
-            .with_context(|| format!("removing patches/{}", old.name))?;
+            .with_context(|| format!("removing patches/{}/{}", line.name, old.name))?;
     }
     for name in &names {
         let text = fs::read_to_string(tmp.join(name))?;
@@ -286,10 +359,10 @@ pub fn export_patches(root: &Path) -> Result<()> {
     fs::remove_dir_all(&tmp)?;
 
     // The fork now is exactly what the new series produces.
-    sync_normalized_manifest(&dir)?;
-    let upstream = locate_upstream(root)?;
-    write_stamp(&dir, &stamp_of(&upstream, &read_series(root)?))?;
-    eprintln!("wrote {} patches to patches/", names.len());
+    sync_normalized_manifest(&dir, line)?;
+    let upstream = locate_upstream(root, line)?;
+    write_stamp(&dir, &stamp_of(line, &upstream, &read_series(root, line)?))?;
+    eprintln!("wrote {} patches to patches/{}", names.len(), line.name);
     Ok(())
 }
 
@@ -298,22 +371,31 @@ const SERIES_HEADER: &str = "\
 # Regenerated by `cargo xtask export-patches`.
 ";
 
-fn read_series(root: &Path) -> Result<Vec<Patch>> {
-    let dir = root.join("patches");
-    let series = fs::read_to_string(dir.join("series")).context("reading patches/series")?;
+/// The patches `patches/<dir>/series` names, in order.
+pub fn read_series_in(dir: &Path) -> Result<Vec<Patch>> {
+    let series = fs::read_to_string(dir.join("series"))
+        .with_context(|| format!("reading {}", dir.join("series").display()))?;
     series
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .map(|name| {
-            let text = fs::read_to_string(dir.join(name))
-                .with_context(|| format!("patches/series names `{name}`, which cannot be read"))?;
+            let text = fs::read_to_string(dir.join(name)).with_context(|| {
+                format!(
+                    "{}/series names `{name}`, which cannot be read",
+                    dir.display()
+                )
+            })?;
             Ok(Patch {
                 name: name.to_string(),
                 text,
             })
         })
         .collect()
+}
+
+fn read_series(root: &Path, line: &Line) -> Result<Vec<Patch>> {
+    read_series_in(&line.patches_dir(root))
 }
 
 /// The downloaded upstream package.
@@ -324,7 +406,8 @@ struct Upstream {
 
 /// Asks cargo to download the pinned package (checking its checksum against
 /// `xtask/upstream/Cargo.lock`) and returns where cargo unpacked it.
-fn locate_upstream(root: &Path) -> Result<Upstream> {
+fn locate_upstream(root: &Path, line: &Line) -> Result<Upstream> {
+    let version = line.version;
     let manifest = root.join("xtask/upstream/Cargo.toml");
     let host = host_triple()?;
     let json = output(
@@ -346,8 +429,8 @@ fn locate_upstream(root: &Path) -> Result<Upstream> {
         .as_array()
         .context("cargo metadata has no packages")?
         .iter()
-        .find(|p| p["name"] == "wasmtime" && p["version"] == UPSTREAM_VERSION)
-        .with_context(|| format!("cargo metadata does not list wasmtime {UPSTREAM_VERSION}"))?;
+        .find(|p| p["name"] == "wasmtime" && p["version"] == version)
+        .with_context(|| format!("cargo metadata does not list wasmtime {version}"))?;
     let manifest_path = package["manifest_path"]
         .as_str()
         .context("wasmtime package has no manifest path")?;
@@ -362,12 +445,11 @@ fn locate_upstream(root: &Path) -> Result<Upstream> {
         .as_array()
         .into_iter()
         .flatten()
-        .find(|p| {
-            p["name"].as_str() == Some("wasmtime")
-                && p["version"].as_str() == Some(UPSTREAM_VERSION)
-        })
+        .find(|p| p["name"].as_str() == Some("wasmtime") && p["version"].as_str() == Some(version))
         .and_then(|p| p.get("checksum")?.as_str())
-        .context("xtask/upstream/Cargo.lock pins no checksum for wasmtime")?
+        .with_context(|| {
+            format!("xtask/upstream/Cargo.lock pins no checksum for wasmtime {version}")
+        })?
         .to_string();
     Ok(Upstream { dir, checksum })
 }
@@ -381,13 +463,13 @@ fn host_triple() -> Result<String> {
         .context("`rustc -vV` printed no host")
 }
 
-fn stamp_of(upstream: &Upstream, series: &[Patch]) -> String {
+fn stamp_of(line: &Line, upstream: &Upstream, series: &[Patch]) -> String {
     let mut h = Sha256::new();
-    for part in [FORK_FORMAT, UPSTREAM_VERSION, &upstream.checksum] {
+    for part in [FORK_FORMAT, line.version, &upstream.checksum] {
         h.update(part.as_bytes());
         h.update([0]);
     }
-    for (name, pin) in WORKSPACE_PINS {
+    for (name, pin) in line.workspace_pins {
         h.update(format!("{name}={pin}\0"));
     }
     for p in series {
@@ -402,12 +484,12 @@ fn stamp_of(upstream: &Upstream, series: &[Patch]) -> String {
 /// Makes the two edits the normalized `Cargo.toml` needs:
 ///
 /// * every `[dependencies]` entry of upstream's manifest (`Cargo.toml.orig`)
-///   that it lacks is added, resolving `workspace = true` through
-///   [`WORKSPACE_PINS`];
+///   that it lacks is added, resolving `workspace = true` through the line's
+///   [`Line::workspace_pins`];
 /// * its `resolver` key is dropped: the fork is a member of our workspace,
 ///   whose root sets the resolver, and cargo warns about the key on every
 ///   command otherwise.
-fn sync_normalized_manifest(dir: &Path) -> Result<()> {
+fn sync_normalized_manifest(dir: &Path, line: &Line) -> Result<()> {
     let orig_path = dir.join("Cargo.toml.orig");
     let norm_path = dir.join("Cargo.toml");
     let orig: toml::Table = toml::from_str(&fs::read_to_string(&orig_path)?)
@@ -431,19 +513,18 @@ fn sync_normalized_manifest(dir: &Path) -> Result<()> {
         let spec = spec
             .as_table()
             .with_context(|| format!("dependency `{name}` in Cargo.toml.orig is not a table"))?;
-        if spec.get("workspace").and_then(|v| v.as_bool()) != Some(true) {
-            bail!(
-                "the series adds dependency `{name}` without `workspace = true`; upstream \
-                 declares versions in its root Cargo.toml, so the series should too"
-            );
+        let mut table = format!("[dependencies.{name}]\n");
+        if spec.get("workspace").and_then(|v| v.as_bool()) == Some(true) {
+            let Some((_, pin)) = line.workspace_pins.iter().find(|(n, _)| n == name) else {
+                bail!(
+                    "the series adds workspace dependency `{name}`: add upstream's pin for it \
+                     to the `workspace_pins` of line {} in xtask/src/fork.rs",
+                    line.name
+                );
+            };
+            table.push_str(pin);
+            table.push('\n');
         }
-        let Some((_, pin)) = WORKSPACE_PINS.iter().find(|(n, _)| n == name) else {
-            bail!(
-                "the series adds workspace dependency `{name}`: add upstream's pin for it \
-                 to WORKSPACE_PINS in xtask/src/fork.rs"
-            );
-        };
-        let mut table = format!("[dependencies.{name}]\n{pin}\n");
         for (key, value) in spec {
             if key != "workspace" {
                 table.push_str(&format!("{key} = {value}\n"));
@@ -505,7 +586,7 @@ fn absolute(path: &Path) -> Result<PathBuf> {
     std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))
 }
 
-/// Where cargo unpacked the pinned, unpatched upstream package.
-pub fn upstream_dir(root: &Path) -> Result<PathBuf> {
-    Ok(locate_upstream(root)?.dir)
+/// Where cargo unpacked the pinned, unpatched upstream package of `line`.
+pub fn upstream_dir(root: &Path, line: &Line) -> Result<PathBuf> {
+    Ok(locate_upstream(root, line)?.dir)
 }

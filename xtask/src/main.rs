@@ -9,6 +9,7 @@
 mod fork;
 mod patchfile;
 mod tasks;
+mod upstream_check;
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -18,15 +19,24 @@ const USAGE: &str = "\
 cargo xtask <command> [options]
 
 commands:
-  fork [--out DIR] [--force]   Materialise wasmtime with patches/ applied (default
-                               crates/wasmtime). With --out, write it to DIR and print
-                               the [patch.crates-io] lines for an embedder. --force
-                               discards local changes in an existing fork.
-  export-patches               Regenerate patches/ (and patches/series) from the
-                               commits in the crates/wasmtime fork.
+  fork [--line L] [--out DIR] [--force]
+                               Materialise wasmtime with patches/L/ applied: line 48
+                               (the default: wasmtime 48.0.8, into crates/wasmtime) or
+                               36 (the LTS line: wasmtime 36.0.20, into
+                               tests/lts36/wasmtime). With --out, write it to DIR and
+                               print the [patch.crates-io] lines for an embedder.
+                               --force discards local changes in an existing fork.
+  export-patches [--line L]    Regenerate patches/L/ (and its series) from the commits
+                               of line L's fork.
+  upstream-check --git DIR [--skip-tests]
+                               Apply patches/main/ to the commit patches/main/base names
+                               in a wasmtime git checkout DIR (in a scratch worktree),
+                               `cargo check` after every patch, then run upstream's
+                               serialization tests (see CONTRIBUTING.md).
   run                          The main job: fork, build, and run the demo.
   test                         Every test: formatting, xtask's own tests, the
-                               workspace tests, and wasmtime's own --lib tests on the fork.
+                               workspace tests, wasmtime's own --lib tests on the fork,
+                               and the same for the 36 LTS line.
   bench [--quick]              Criterion benchmarks, including the pristine-vs-fork
                                comparison (see docs/performance.md).
 ";
@@ -55,9 +65,13 @@ fn dispatch(args: &[String]) -> Result<()> {
         "fork" => {
             let mut out = None;
             let mut force = false;
+            let mut line = fork::default_line();
             let mut it = rest.iter();
             while let Some(arg) = it.next() {
                 match arg.as_str() {
+                    "--line" => {
+                        line = fork::line(it.next().context("`--line` needs a line: 48 or 36")?)?
+                    }
                     "--out" => {
                         let dir = it.next().context("`--out` needs a directory")?;
                         out = Some(PathBuf::from(dir));
@@ -66,7 +80,7 @@ fn dispatch(args: &[String]) -> Result<()> {
                     other => bail!("unknown option `{other}` for `fork`\n\n{USAGE}"),
                 }
             }
-            let opts = fork::ForkOptions { out, force };
+            let opts = fork::ForkOptions { line, out, force };
             let dest = fork::fork(&root, &opts)?;
             if opts.out.is_some() {
                 println!(
@@ -77,8 +91,29 @@ fn dispatch(args: &[String]) -> Result<()> {
             Ok(())
         }
         "export-patches" => {
-            no_options(cmd, rest)?;
-            fork::export_patches(&root)
+            let line = match rest {
+                [] => fork::default_line(),
+                [flag, name] if flag == "--line" => fork::line(name)?,
+                _ => bail!("usage: cargo xtask export-patches [--line 48|36]"),
+            };
+            fork::export_patches(&root, line)
+        }
+        "upstream-check" => {
+            let mut checkout = None;
+            let mut run_tests = true;
+            let mut it = rest.iter();
+            while let Some(arg) = it.next() {
+                match arg.as_str() {
+                    "--git" => {
+                        let dir = it.next().context("`--git` needs a wasmtime checkout")?;
+                        checkout = Some(PathBuf::from(dir));
+                    }
+                    "--skip-tests" => run_tests = false,
+                    other => bail!("unknown option `{other}` for `upstream-check`\n\n{USAGE}"),
+                }
+            }
+            let checkout = checkout.context("usage: cargo xtask upstream-check --git DIR")?;
+            upstream_check::check(&root, &checkout, run_tests)
         }
         "run" => {
             no_options(cmd, rest)?;

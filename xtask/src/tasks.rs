@@ -1,15 +1,16 @@
 //! The README's commands (`run`, `test`) and `bench`.
 
-use crate::fork::{self, ForkOptions};
+use crate::fork::{self, ForkOptions, Line};
 use crate::{cargo, run};
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn ensure_fork(root: &Path) -> Result<()> {
+fn ensure_fork(root: &Path, line: &'static Line) -> Result<()> {
     fork::fork(
         root,
         &ForkOptions {
+            line,
             out: None,
             force: false,
         },
@@ -20,7 +21,7 @@ fn ensure_fork(root: &Path) -> Result<()> {
 /// The main job: show this host's compatibility hash, and the same hash read
 /// back from an artifact precompiled and stored by the `cwasm` tool.
 pub fn run_main_job(root: &Path) -> Result<()> {
-    ensure_fork(root)?;
+    ensure_fork(root, fork::default_line())?;
     run(cargo()
         .current_dir(root)
         .args(["run", "--locked", "--quiet", "--bin", "cwasm", "--", "demo"]))
@@ -85,7 +86,7 @@ fn build_pristine_oracle(root: &Path) -> Result<PathBuf> {
 
 /// Every test, in one target directory with one feature set for wasmtime.
 pub fn test(root: &Path) -> Result<()> {
-    ensure_fork(root)?;
+    ensure_fork(root, fork::default_line())?;
     // Formatting: our crates, xtask, and the files the series touches in the
     // fork (upstream keeps wasmtime rustfmt-clean, and so do we).
     run(cargo().current_dir(root).args(["fmt", "--all", "--check"]))?;
@@ -158,13 +159,47 @@ pub fn test(root: &Path) -> Result<()> {
         "--exclude",
         "wasmtime",
         "--doc",
-    ]))
+    ]))?;
+    test_lts36(root)
+}
+
+/// The 36 LTS line: its fork, formatting of the files the series touches
+/// there, then in one invocation (one feature set) wasmtime's own `--lib`
+/// tests on the fork and the shared round-trip, sensitivity, soundness and
+/// golden-vector tests (`tests/lts36/Cargo.toml`).
+fn test_lts36(root: &Path) -> Result<()> {
+    ensure_fork(root, fork::line("36")?)?;
+    let dir = root.join("tests/lts36");
+    run(cargo().current_dir(&dir).args(["fmt", "--all", "--check"]))?;
+    let mut cmd = cargo();
+    cmd.current_dir(&dir)
+        .env("CARGO_TARGET_DIR", root.join("target"))
+        // wasmtime 36 predates lints of this toolchain (rustc 1.95) and
+        // warns in code the series does not touch; our code in this
+        // workspace (the shared tests) is built with warnings denied by the
+        // root workspace's run above.
+        .args(["--config", "build.rustflags=[\"--cap-lints\", \"warn\"]"])
+        .args([
+            "test",
+            "--locked",
+            "--workspace",
+            "--lib",
+            "--test",
+            "roundtrip",
+            "--test",
+            "stability",
+            "--",
+        ]);
+    for skip in SKIPPED_UPSTREAM_TESTS {
+        cmd.args(["--skip", skip]);
+    }
+    run(&mut cmd)
 }
 
 /// `cargo xtask bench`: every criterion benchmark, the pristine-vs-fork
 /// comparison of `precompile_module`, and `openssl speed` for reference.
 pub fn bench(root: &Path, quick: bool) -> Result<()> {
-    ensure_fork(root)?;
+    ensure_fork(root, fork::default_line())?;
     let criterion_home = root.join("target/criterion");
     let criterion_args: &[&str] = if quick { &["--quick"] } else { &[] };
 
@@ -225,7 +260,7 @@ pub fn bench(root: &Path, quick: bool) -> Result<()> {
 /// bench package whose only bench is `benches/precompile.rs`.
 fn pristine_workspace(root: &Path) -> Result<PathBuf> {
     let dir = root.join("target/xtask-pristine");
-    let upstream = fork::upstream_dir(root)?;
+    let upstream = fork::upstream_dir(root, fork::default_line())?;
     // The pinned registry package never changes, so an existing copy is
     // kept (copying again would make cargo rebuild it).
     // It is copied next to its place and renamed, so that an interrupted

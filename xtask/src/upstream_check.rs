@@ -1,0 +1,320 @@
+//! `cargo xtask upstream-check --git <checkout>`: the series as a reviewer of
+//! the upstream pull request would try it.
+//!
+//! Review happens against upstream `main`, where the series is kept in
+//! `patches/main/` (rebased on the commit `patches/main/base` names). This
+//! command:
+//!
+//! 1. makes a scratch git repository in `target/upstream-check/wasmtime` that
+//!    borrows the checkout's objects (`objects/info/alternates`, nothing is
+//!    copied into git) and checks out the base commit's files. A checkout may
+//!    lack some blobs (a partial clone, or a mirror without large test
+//!    fixtures): the files that are present are checked out and the rest are
+//!    listed, which is enough as long as no build input is missing;
+//! 2. applies the series with `git am`, and runs `cargo check -p wasmtime`
+//!    after every patch, so each patch builds on its own;
+//! 3. runs upstream's tests on the result: `cargo test -p wasmtime --lib`
+//!    (with the `wmemcheck` feature, which the series' own tests need), and
+//!    the integration tests in upstream's `tests/all/` that exercise the engine
+//!    section (`module_serialize.rs`, `module.rs`), compiled by a small
+//!    harness package because upstream's `all` test binary needs
+//!    `wasm32-wasip1` guest programs that cannot be built offline.
+//!
+//! Upstream `main` declares a newer `rust-version` than this repository's
+//! toolchain; every cargo command passes `--ignore-rust-version`.
+//!
+//! Nothing here runs in CI: CI has no upstream checkout. CONTRIBUTING.md says
+//! how to get one.
+
+use crate::fork::read_series_in;
+use crate::{cargo, output, run};
+use anyhow::{Context, Result, bail};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Identity and dates for the scratch commits, as in the fork.
+const GIT_ENV: &[(&str, &str)] = &[
+    ("GIT_AUTHOR_NAME", "xtask"),
+    ("GIT_AUTHOR_EMAIL", "xtask@localhost"),
+    ("GIT_COMMITTER_NAME", "xtask"),
+    ("GIT_COMMITTER_EMAIL", "xtask@localhost"),
+    ("GIT_AUTHOR_DATE", "2000-01-01T00:00:00Z"),
+    ("GIT_COMMITTER_DATE", "2000-01-01T00:00:00Z"),
+];
+
+/// Upstream's integration tests that exercise the engine section, relative
+/// to the checkout, and the module name the harness gives each.
+const INTEGRATION_TESTS: &[(&str, &str)] = &[
+    ("tests/all/module_serialize.rs", "module_serialize"),
+    ("tests/all/module.rs", "module"),
+];
+
+/// wasmtime unit tests that fail in this sandbox without the series too; see
+/// CONTRIBUTING.md ("Known failures upstream").
+const SKIPPED_UNIT_TESTS: &[&str] = &["runtime::vm::sys::unix::pagemap::tests::"];
+
+pub fn check(root: &Path, checkout: &Path, run_tests: bool) -> Result<()> {
+    let series_dir = root.join("patches/main");
+    let base = read_base(&series_dir)?;
+    let series = read_series_in(&series_dir)?;
+    let git_dir = git_dir_of(checkout)?;
+    let scratch = root.join("target/upstream-check");
+    let wt = scratch.join("wasmtime");
+
+    eprintln!("== upstream {base} from {}", checkout.display());
+    check_out_base(&git_dir, &base, &wt)?;
+
+    let target_dir = root.join("target");
+    for (i, patch) in series.iter().enumerate() {
+        let path = wt.join(".git").join(&patch.name);
+        fs::write(&path, &patch.text)?;
+        let out = git(&wt)
+            .args(["-c", "advice.mergeConflict=false", "am", "--quiet"])
+            .arg("--committer-date-is-author-date")
+            .arg(&path)
+            .output()
+            .context("running `git am`")?;
+        if !out.status.success() {
+            bail!(
+                "patches/main/{} does not apply to upstream {base}:\n{}{}\n\
+                 (the scratch repository is left in {} to resolve it)",
+                patch.name,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+                wt.display()
+            );
+        }
+        eprintln!(
+            "== [{}/{}] {}: cargo check",
+            i + 1,
+            series.len(),
+            patch.name
+        );
+        run(cargo()
+            .current_dir(&wt)
+            .env("CARGO_TARGET_DIR", &target_dir)
+            .args([
+                "check",
+                "--quiet",
+                "-p",
+                "wasmtime",
+                "--lib",
+                "--tests",
+                "--features",
+                "wmemcheck",
+                "--ignore-rust-version",
+            ]))
+        .with_context(|| format!("{} does not build on upstream {base}", patch.name))?;
+    }
+    if !run_tests {
+        eprintln!(
+            "upstream-check: {} patches apply and build on {base}",
+            series.len()
+        );
+        return Ok(());
+    }
+
+    eprintln!("== upstream's unit tests: cargo test -p wasmtime --lib");
+    let mut cmd = cargo();
+    cmd.current_dir(&wt)
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .args([
+            "test",
+            "-p",
+            "wasmtime",
+            "--lib",
+            "--features",
+            "wmemcheck",
+            "--ignore-rust-version",
+            "--",
+        ]);
+    for skip in SKIPPED_UNIT_TESTS {
+        cmd.args(["--skip", skip]);
+    }
+    run(&mut cmd)?;
+
+    eprintln!("== upstream's integration tests of the engine section");
+    let harness = write_harness(&scratch, &wt)?;
+    run(cargo()
+        .current_dir(&harness)
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .args(["test", "--ignore-rust-version"]))?;
+    eprintln!(
+        "upstream-check: {} patches apply, build and pass upstream's tests on {base}",
+        series.len()
+    );
+    Ok(())
+}
+
+/// The commit `patches/main/base` names: its first line that is neither
+/// empty nor a comment.
+fn read_base(series_dir: &Path) -> Result<String> {
+    let path = series_dir.join("base");
+    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let base = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .with_context(|| format!("{} names no commit", path.display()))?;
+    if base.len() != 40 || !base.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!("{}: `{base}` is not a full commit id", path.display());
+    }
+    Ok(base.to_string())
+}
+
+/// The absolute git directory of `checkout` (a work tree or a bare mirror).
+fn git_dir_of(checkout: &Path) -> Result<PathBuf> {
+    let dir = output(
+        Command::new("git")
+            .current_dir(checkout)
+            .args(["rev-parse", "--absolute-git-dir"]),
+    )
+    .with_context(|| format!("{} is not a git checkout", checkout.display()))?;
+    Ok(PathBuf::from(dir.trim()))
+}
+
+/// Makes `wt` a fresh repository whose first commit holds the files of
+/// `base` that `git_dir` has.
+fn check_out_base(git_dir: &Path, base: &str, wt: &Path) -> Result<()> {
+    let upstream = || {
+        let mut cmd = Command::new("git");
+        cmd.arg("--git-dir").arg(git_dir);
+        cmd
+    };
+    output(upstream().args(["cat-file", "-e", &format!("{base}^{{commit}}")])).with_context(
+        || {
+            format!(
+                "{} does not have commit {base}: fetch upstream `main` first",
+                git_dir.display()
+            )
+        },
+    )?;
+    if wt.exists() {
+        fs::remove_dir_all(wt).with_context(|| format!("removing {}", wt.display()))?;
+    }
+    fs::create_dir_all(wt)?;
+    output(git(wt).args(["init", "--quiet", "--initial-branch=main"]))?;
+    fs::write(
+        wt.join(".git/objects/info/alternates"),
+        format!("{}\n", git_dir.join("objects").display()),
+    )?;
+
+    // Every blob of the tree, then the ones the object store really has.
+    let listing = output(upstream().args(["ls-tree", "-r", "--full-tree", base]))?;
+    let mut blobs = Vec::new();
+    for line in listing.lines() {
+        let (meta, path) = line.split_once('\t').context("unexpected `ls-tree` line")?;
+        let mut parts = meta.split(' ');
+        let (Some(mode), Some(kind), Some(id)) = (parts.next(), parts.next(), parts.next()) else {
+            bail!("unexpected `ls-tree` line: {line}");
+        };
+        // Submodules (`commit`) have no files here.
+        if kind == "blob" {
+            blobs.push((mode.to_string(), id.to_string(), path.to_string()));
+        }
+    }
+    let ids: String = blobs.iter().map(|(_, id, _)| format!("{id}\n")).collect();
+    let present = pipe(upstream().args(["cat-file", "--batch-check"]), &ids)?;
+    let mut index = String::new();
+    let mut missing = Vec::new();
+    for ((mode, id, path), status) in blobs.iter().zip(present.lines()) {
+        if status.ends_with(" missing") {
+            missing.push(path.as_str());
+        } else {
+            index.push_str(&format!("{mode} {id}\t{path}\n"));
+        }
+    }
+    pipe(git(wt).args(["update-index", "--index-info"]), &index)?;
+    output(git(wt).args(["checkout-index", "--all", "--force"]))?;
+    output(git(wt).args([
+        "commit",
+        "--quiet",
+        "--no-verify",
+        "-m",
+        &format!("upstream {base}"),
+    ]))?;
+    eprintln!(
+        "checked out {} files of {base} into {}",
+        blobs.len() - missing.len(),
+        wt.display()
+    );
+    if !missing.is_empty() {
+        eprintln!(
+            "{} files are not in the checkout's object store (not needed by these builds):",
+            missing.len()
+        );
+        for path in &missing {
+            eprintln!("  {path}");
+        }
+    }
+    Ok(())
+}
+
+/// A package that compiles [`INTEGRATION_TESTS`] from the scratch checkout
+/// against its patched wasmtime, in a workspace of its own that uses
+/// upstream's lockfile.
+fn write_harness(scratch: &Path, wt: &Path) -> Result<PathBuf> {
+    let dir = scratch.join("serialization-tests");
+    fs::create_dir_all(dir.join("src"))?;
+    let crate_dir = |name: &str| wt.join("crates").join(name).display().to_string();
+    fs::write(
+        dir.join("Cargo.toml"),
+        format!(
+            "[package]\nname = \"upstream-serialization-tests\"\nversion = \"0.0.0\"\n\
+             edition = \"2024\"\npublish = false\n\n[dependencies]\n\
+             wasmtime = {{ path = \"{}\", features = [\"wmemcheck\"] }}\n\
+             wasmtime-environ = {{ path = \"{}\" }}\n\
+             wasmtime-test-macros = {{ path = \"{}\" }}\n\
+             wasmtime-test-util = {{ path = \"{}\", features = [\"wast\"] }}\n\
+             env_logger = \"*\"\ntarget-lexicon = \"*\"\ntempfile = \"3\"\nwat = \"*\"\n\
+             tokio = {{ version = \"1\", features = [\"macros\", \"rt-multi-thread\"] }}\n\n\
+             [workspace]\n",
+            crate_dir("wasmtime"),
+            crate_dir("environ"),
+            crate_dir("test-macros"),
+            crate_dir("test-util"),
+        ),
+    )?;
+    let mut lib = String::from(
+        "//! Generated by `cargo xtask upstream-check`: upstream's own tests of\n\
+         //! the engine section, compiled against the patched checkout.\n\
+         #![cfg(test)]\n#![allow(dead_code, unused_imports)]\n",
+    );
+    for (path, module) in INTEGRATION_TESTS {
+        lib.push_str(&format!(
+            "#[path = \"{}\"]\nmod {module};\n",
+            wt.join(path).display()
+        ));
+    }
+    fs::write(dir.join("src/lib.rs"), lib)?;
+    fs::copy(wt.join("Cargo.lock"), dir.join("Cargo.lock"))?;
+    Ok(dir)
+}
+
+fn git(dir: &Path) -> Command {
+    let mut cmd = Command::new("git");
+    cmd.current_dir(dir).envs(GIT_ENV.iter().copied());
+    cmd
+}
+
+/// Runs `cmd` with `input` on its standard input and returns its output.
+fn pipe(cmd: &mut Command, input: &str) -> Result<String> {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting git")?;
+    let mut stdin = child.stdin.take().context("git has no stdin")?;
+    let input = input.to_string();
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let out = child.wait_with_output()?;
+    writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("writing to git panicked"))??;
+    if !out.status.success() {
+        bail!("git failed with {}", out.status);
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
