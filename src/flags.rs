@@ -3,14 +3,25 @@
 //! `-C cranelift-<setting>=<value>`, `-D debug-info`), so habits transfer.
 
 use clap::Args;
+use cwasm_store::CpuProfile;
+use wasmtime::error::Context;
 use wasmtime::{Config, Engine, ModuleVersionStrategy, OptLevel, Result, bail};
 
 #[derive(Args, Clone, Debug, Default)]
 pub struct EngineFlags {
     /// Compile for this target triple (e.g. aarch64-unknown-linux-gnu,
     /// pulley64). Naming a target turns host CPU feature detection off.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["profile", "cpu"])]
     target: Option<String>,
+    /// Compile for the target and CPU features of a profile file (TOML or
+    /// JSON, as `cwasm baseline --write` or `cwasm host --json` makes), so
+    /// that every machine of a fleet gets the same engine hash.
+    #[arg(long, value_name = "FILE", conflicts_with = "cpu")]
+    profile: Option<std::path::PathBuf>,
+    /// Compile for a named CPU baseline: x86-64-v1 to x86-64-v4,
+    /// aarch64-v8.0, aarch64-v8.1, aarch64-v8.3.
+    #[arg(long, value_name = "PRESET")]
+    cpu: Option<String>,
     /// Optimization and memory options, KEY[=VAL][,...]: opt-level=0|1|2|s,
     /// memory-reservation=N, memory-guard-size=N,
     /// memory-reservation-for-growth=N, memory-may-move=y|n,
@@ -18,7 +29,8 @@ pub struct EngineFlags {
     #[arg(short = 'O', long = "optimize", value_name = "KEY[=VAL[,..]]")]
     optimize: Vec<String>,
     /// Code generation options, KEY[=VAL][,...]: cranelift-<setting>[=<value>]
-    /// (any Cranelift setting, e.g. cranelift-has-avx=true),
+    /// (any Cranelift setting, e.g. cranelift-has-avx=true; applied after
+    /// --profile and --cpu),
     /// native-unwind-info=y|n, cranelift-debug-verifier=y|n,
     /// nan-canonicalization=y|n.
     #[arg(short = 'C', long = "codegen", value_name = "KEY[=VAL[,..]]")]
@@ -82,12 +94,34 @@ fn number(key: &str, value: Option<&str>) -> Result<u64> {
         .ok_or_else(|| wasmtime::format_err!("`{key}`: `{value}` is not a number"))
 }
 
+/// The context of every error in the engine options: `cwasm` exits with
+/// status 2 for them, as for clap's own usage errors.
+#[derive(Debug)]
+pub struct InvalidOptions;
+
+impl std::fmt::Display for InvalidOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("invalid engine options")
+    }
+}
+
 impl EngineFlags {
-    /// The `Config` the flags describe, on top of `Config::new()`.
+    /// The `Config` the flags describe, on top of `Config::new()`. Errors
+    /// carry [`InvalidOptions`].
     pub fn config(&self) -> Result<Config> {
+        self.build().context(InvalidOptions)
+    }
+
+    fn build(&self) -> Result<Config> {
         let mut c = Config::new();
         if let Some(target) = &self.target {
             c.target(target)?;
+        }
+        if let Some(path) = &self.profile {
+            CpuProfile::from_file(path)?.apply(&mut c)?;
+        }
+        if let Some(name) = &self.cpu {
+            CpuProfile::preset(name)?.apply(&mut c)?;
         }
         for (key, value) in pairs(&self.optimize) {
             match key {

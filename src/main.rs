@@ -4,7 +4,7 @@
 mod flags;
 
 use clap::{Args, Parser, Subcommand};
-use cwasm_store::{ArtifactStore, CacheConfig, Digest, Key, StoreConfig};
+use cwasm_store::{ArtifactStore, CacheConfig, CpuProfile, Digest, HostInfo, Key, StoreConfig};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -14,6 +14,9 @@ use wasmtime::error::Context;
 use wasmtime::{Engine, Instance, Result, Store, bail};
 
 const EXAMPLE_WAT: &str = include_str!("../examples/hello.wat");
+
+/// Exit status for invalid usage, as clap uses for its own errors.
+const EXIT_USAGE: u8 = 2;
 
 /// Exit status when `verify` finds bad entries.
 const EXIT_BAD_ENTRIES: u8 = 3;
@@ -44,6 +47,28 @@ enum Command {
     Hash {
         #[command(flatten)]
         engine: flags::EngineFlags,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print what this machine's engine records: its target and every
+    /// Cranelift ISA setting detected here (the input of `baseline`).
+    Host {
+        /// Print JSON (a host file for `baseline`).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compute the CPU baseline every given host has, from the output of
+    /// `cwasm host --json` on each kind of machine (or profiles), and print
+    /// the flags that select it, the profile, and the engine hash it gives.
+    Baseline {
+        /// Host files (`cwasm host --json`) or profiles, one per kind of
+        /// machine.
+        #[arg(required = true, value_name = "HOST")]
+        hosts: Vec<PathBuf>,
+        /// Also write the profile (TOML) to this file, for `--profile`.
+        #[arg(long, value_name = "FILE")]
+        write: Option<PathBuf>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -170,19 +195,42 @@ fn default_store() -> Result<PathBuf> {
 }
 
 fn main() -> ExitCode {
+    restore_sigpipe();
     let cli = Cli::parse();
     match run(cli.command) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            if e.is::<flags::InvalidOptions>() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
 
+/// A command whose reader goes away (`cwasm inspect app.cwasm | head -2`)
+/// stops quietly, as other Unix tools do. Rust starts programs with SIGPIPE
+/// ignored, which turns the next write into a panic in `println!`; this
+/// restores the default action.
+#[cfg(unix)]
+fn restore_sigpipe() {
+    // SAFETY: called first thing in `main`, before any other thread exists;
+    // it only resets one signal's disposition to the default.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(not(unix))]
+fn restore_sigpipe() {}
+
 fn run(command: Command) -> Result<ExitCode> {
     match command {
         Command::Hash { engine, json } => hash(&engine, json)?,
+        Command::Host { json } => host(json)?,
+        Command::Baseline { hosts, write, json } => baseline(&hosts, write.as_deref(), json)?,
         Command::Inspect { file, json } => inspect(&file, json)?,
         Command::Compile {
             files,
@@ -223,6 +271,65 @@ fn hash(flags: &flags::EngineFlags, json: bool) -> Result<()> {
         println!("{hash}");
         Ok(())
     }
+}
+
+fn host(json: bool) -> Result<()> {
+    let info = HostInfo::detect(&wasmtime::Config::new())?;
+    if json {
+        return print_json(&info);
+    }
+    println!("target:      {}", info.target);
+    println!("engine hash: {}", info.engine_hash);
+    println!("version:     {}", printable(&info.version));
+    let on: Vec<&str> = info
+        .flags
+        .iter()
+        .filter(|(_, v)| *v == "true")
+        .map(|(n, _)| n.as_str())
+        .collect();
+    let other: Vec<String> = info
+        .flags
+        .iter()
+        .filter(|(_, v)| *v != "true")
+        .map(|(n, v)| format!("{n}={v}"))
+        .collect();
+    println!("features:    {}", on.join(" "));
+    println!("other:       {}", other.join(" "));
+    Ok(())
+}
+
+fn baseline(files: &[PathBuf], write: Option<&Path>, json: bool) -> Result<()> {
+    let hosts = files
+        .iter()
+        .map(|path| {
+            let profile = CpuProfile::from_file(path)?;
+            Ok(HostInfo {
+                target: profile.target,
+                flags: profile.flags,
+                engine_hash: String::new(),
+                version: String::new(),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let profile = CpuProfile::baseline(&hosts)?;
+    let hash = Digest(profile.engine_hash()?);
+    let toml = profile.to_toml()?;
+    if let Some(path) = write {
+        std::fs::write(path, &toml)
+            .with_context(|| format!("failed to write {}", path.display()))?;
+    }
+    if json {
+        return print_json(&serde_json::json!({
+            "engine_hash": hash.to_string(),
+            "flags": profile.cli_flags(),
+            "profile": profile,
+        }));
+    }
+    println!("# {} hosts, target {}", hosts.len(), profile.target);
+    println!("engine hash: {hash}");
+    println!("flags:       {}", profile.cli_flags().join(" "));
+    println!("profile:\n{toml}");
+    Ok(())
 }
 
 /// `text` with control characters escaped (`\u{1b}`, `\n`, ...): text read

@@ -61,12 +61,12 @@ fn bad_flags_are_usage_errors() {
         .args(["hash", "-O", "opt-level=9"])
         .assert()
         .failure()
-        .code(1)
+        .code(2)
         .stderr(predicates::str::contains("opt-level"));
     cwasm()
         .args(["hash", "-W", "bogus"])
         .assert()
-        .code(1)
+        .code(2)
         .stderr(predicates::str::contains("unknown -W option `bogus`"));
     cwasm().args(["hash", "--nope"]).assert().code(2);
 }
@@ -271,4 +271,29 @@ fn object_store_urls() {
         .success();
     let ls = json(cwasm().args(["ls", "--store", &url, "--json"]));
     assert_eq!(ls.as_array().unwrap().len(), 0, "{ls}");
+}
+
+/// `cwasm ... | head -1`: when the reader goes away the tool ends quietly (by
+/// SIGPIPE, as other Unix tools do), not with a panic and a backtrace.
+#[test]
+#[cfg(unix)]
+fn a_closed_pipe_ends_the_output_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let (reader, writer) = std::io::pipe().unwrap();
+    // Closed before the tool starts, so its first write finds no reader.
+    drop(reader);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cwasm"))
+        .arg("host")
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    const SIGPIPE: i32 = 13;
+    assert_eq!(
+        out.status.signal(),
+        Some(SIGPIPE),
+        "{:?}: {stderr}",
+        out.status
+    );
 }

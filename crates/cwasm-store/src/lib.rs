@@ -15,6 +15,11 @@
 //! Retiring a wasmtime generation is one prefix delete
 //! ([`ArtifactStore::retain`]), and a listing says what each prefix is for.
 //!
+//! A fleet of different CPUs shares one prefix when its engines compile for
+//! one [`CpuProfile`] (a target and the CPU features every machine has, from
+//! [`HostInfo::detect`] on each kind of machine and [`CpuProfile::baseline`])
+//! instead of detecting each host's own features.
+//!
 //! Before anything is handed to wasmtime's `unsafe` deserialization, the
 //! candidate must be a regular file (or object) within
 //! [`StoreConfig::max_artifact_size`], its own engine section is read
@@ -56,10 +61,12 @@ mod config;
 mod digest;
 mod fsops;
 mod inspect;
+mod profile;
 mod store;
 
 pub use backend::{Backend, Fetched, Listed, LocalDir, ObjectStoreBackend, RemoteOptions};
 pub use config::{CacheConfig, StoreConfig};
 pub use digest::{Digest, Key};
 pub use inspect::{ArtifactInfo, FlagSetting, inspect};
+pub use profile::{CpuProfile, HostInfo};
 pub use store::{ArtifactStore, EngineDescriptor, EngineSummary, Entry, GcReport, Stats};
