@@ -99,6 +99,7 @@ pub fn check(root: &Path, checkout: &Path, run_tests: bool) -> Result<()> {
         run(cargo()
             .current_dir(&wt)
             .env("CARGO_TARGET_DIR", &target_dir)
+            .env("RUSTFLAGS", "-D warnings")
             .args([
                 "check",
                 "--quiet",
@@ -124,6 +125,7 @@ pub fn check(root: &Path, checkout: &Path, run_tests: bool) -> Result<()> {
     let mut cmd = cargo();
     cmd.current_dir(&wt)
         .env("CARGO_TARGET_DIR", &target_dir)
+        .env("RUSTFLAGS", "-D warnings")
         .args([
             "test",
             "-p",
@@ -146,6 +148,7 @@ pub fn check(root: &Path, checkout: &Path, run_tests: bool) -> Result<()> {
     run(cargo()
         .current_dir(&harness)
         .env("CARGO_TARGET_DIR", &target_dir)
+        .env("RUSTFLAGS", "-D warnings")
         .args(["test", "--ignore-rust-version"]))?;
     eprintln!(
         "upstream-check: {} patches apply, build and pass upstream's tests on {base}",
