@@ -100,7 +100,7 @@ const BASE_TAG: &str = "upstream";
 
 /// Deterministic identity and dates for the commits xtask makes, so the same
 /// inputs give the same fork commit ids everywhere.
-const GIT_ENV: &[(&str, &str)] = &[
+pub const GIT_ENV: &[(&str, &str)] = &[
     ("GIT_AUTHOR_NAME", "xtask"),
     ("GIT_AUTHOR_EMAIL", "xtask@localhost"),
     ("GIT_COMMITTER_NAME", "xtask"),

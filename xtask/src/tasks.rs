@@ -33,7 +33,7 @@ const PRECOMPILE_ROUNDS: usize = 3;
 /// wasmtime unit tests that fail in this project's CI sandbox on pristine
 /// wasmtime 48.0.8 too (and on upstream `main`), for reasons unrelated to the series; see
 /// CONTRIBUTING.md ("Known failures upstream").
-pub const SKIPPED_UPSTREAM_TESTS: &[&str] = &[
+const SKIPPED_UPSTREAM_TESTS: &[&str] = &[
     // The sandbox kernel's PAGEMAP_SCAN ioctl reports pages as written that
     // the tests never touched.
     "runtime::vm::sys::unix::pagemap::tests::basic_page_flags",
@@ -42,6 +42,14 @@ pub const SKIPPED_UPSTREAM_TESTS: &[&str] = &[
     "runtime::vm::sys::unix::pagemap::tests::page_limit_with_hole",
     "runtime::vm::sys::unix::pagemap::tests::region_limit",
 ];
+
+/// Adds `--skip` for each of [`SKIPPED_UPSTREAM_TESTS`] to a test command
+/// that already ends in `--`.
+pub fn skip_upstream_failures(cmd: &mut Command) {
+    for skip in SKIPPED_UPSTREAM_TESTS {
+        cmd.args(["--skip", skip]);
+    }
+}
 
 /// The integration tests of the workspace's own packages: every `tests/*.rs`
 /// of the root package and of the crates under `crates/` (the fork excepted).
@@ -147,9 +155,7 @@ pub fn test(root: &Path) -> Result<()> {
         cmd.args(["--test", &name]);
     }
     cmd.arg("--");
-    for skip in SKIPPED_UPSTREAM_TESTS {
-        cmd.args(["--skip", skip]);
-    }
+    skip_upstream_failures(&mut cmd);
     run(&mut cmd)?;
     // Our doctests (not upstream's hundreds).
     run(cargo().current_dir(root).args([
@@ -191,9 +197,7 @@ fn test_lts36(root: &Path) -> Result<()> {
             "stability",
             "--",
         ]);
-    for skip in SKIPPED_UPSTREAM_TESTS {
-        cmd.args(["--skip", skip]);
-    }
+    skip_upstream_failures(&mut cmd);
     run(&mut cmd)
 }
 

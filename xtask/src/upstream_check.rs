@@ -26,24 +26,14 @@
 //! Nothing here runs in CI: CI has no upstream checkout. CONTRIBUTING.md says
 //! how to get one.
 
-use crate::fork::read_series_in;
-use crate::tasks::SKIPPED_UPSTREAM_TESTS;
+use crate::fork::{GIT_ENV, read_series_in};
+use crate::tasks::skip_upstream_failures;
 use crate::{cargo, output, run};
 use anyhow::{Context, Result, bail};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-
-/// Identity and dates for the scratch commits, as in the fork.
-const GIT_ENV: &[(&str, &str)] = &[
-    ("GIT_AUTHOR_NAME", "xtask"),
-    ("GIT_AUTHOR_EMAIL", "xtask@localhost"),
-    ("GIT_COMMITTER_NAME", "xtask"),
-    ("GIT_COMMITTER_EMAIL", "xtask@localhost"),
-    ("GIT_AUTHOR_DATE", "2000-01-01T00:00:00Z"),
-    ("GIT_COMMITTER_DATE", "2000-01-01T00:00:00Z"),
-];
 
 /// Upstream's integration tests that exercise the engine section, relative
 /// to the checkout, and the module name the harness gives each.
@@ -138,9 +128,7 @@ pub fn check(root: &Path, checkout: &Path, run_tests: bool) -> Result<()> {
         ]);
     // The same five tests as on 48 fail in this sandbox, for the same
     // kernel reason; see CONTRIBUTING.md ("Known failures upstream").
-    for skip in SKIPPED_UPSTREAM_TESTS {
-        cmd.args(["--skip", skip]);
-    }
+    skip_upstream_failures(&mut cmd);
     run(&mut cmd)?;
 
     eprintln!("== upstream's integration tests of the engine section");

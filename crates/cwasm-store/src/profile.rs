@@ -75,25 +75,26 @@ pub struct HostInfo {
     pub version: String,
 }
 
-/// The named presets of [`CpuProfile::preset`], with the Cranelift features
-/// each enables. The x86-64 levels follow the x86-64 psABI; features of a
-/// level that Cranelift has no setting for (MOVBE, F16C, AVX512BW, ...) are
-/// simply not named. (Cranelift's own `x86-64-v3` and `x86-64-v4` presets
-/// leave out `has_avx` and `has_avx512f`; these do not.)
-const PRESETS: &[(&str, &str, &[&str])] = &[
-    ("x86-64-v1", "x86_64-unknown-linux-gnu", &[]),
-    ("x86-64-v2", "x86_64-unknown-linux-gnu", X86_64_V2),
-    ("x86-64-v3", "x86_64-unknown-linux-gnu", X86_64_V3),
-    ("x86-64-v4", "x86_64-unknown-linux-gnu", X86_64_V4),
-    ("aarch64-v8.0", "aarch64-unknown-linux-gnu", &[]),
-    ("aarch64-v8.1", "aarch64-unknown-linux-gnu", &["has_lse"]),
-    (
-        "aarch64-v8.3",
-        "aarch64-unknown-linux-gnu",
-        &["has_lse", "has_pauth"],
-    ),
+/// The named presets of [`CpuProfile::preset`]: name, target, and the
+/// groups of Cranelift features it enables. The x86-64 levels follow the
+/// x86-64 psABI, each adding to the one below; features of a level that
+/// Cranelift has no setting for (MOVBE, F16C, AVX512BW, ...) are simply not
+/// named. (Cranelift's own `x86-64-v3` and `x86-64-v4` presets leave out
+/// `has_avx` and `has_avx512f`; these do not.)
+const PRESETS: &[(&str, &str, &[&[&str]])] = &[
+    ("x86-64-v1", X86_64, &[]),
+    ("x86-64-v2", X86_64, &[X86_64_V2]),
+    ("x86-64-v3", X86_64, &[X86_64_V2, X86_64_V3]),
+    ("x86-64-v4", X86_64, &[X86_64_V2, X86_64_V3, X86_64_V4]),
+    ("aarch64-v8.0", AARCH64, &[]),
+    ("aarch64-v8.1", AARCH64, &[&["has_lse"]]),
+    ("aarch64-v8.3", AARCH64, &[&["has_lse", "has_pauth"]]),
 ];
 
+const X86_64: &str = "x86_64-unknown-linux-gnu";
+const AARCH64: &str = "aarch64-unknown-linux-gnu";
+
+/// What x86-64-v2 adds to the base ISA.
 const X86_64_V2: &[&str] = &[
     "has_cmpxchg16b",
     "has_popcnt",
@@ -103,13 +104,8 @@ const X86_64_V2: &[&str] = &[
     "has_sse42",
 ];
 
+/// What x86-64-v3 adds to v2.
 const X86_64_V3: &[&str] = &[
-    "has_cmpxchg16b",
-    "has_popcnt",
-    "has_sse3",
-    "has_ssse3",
-    "has_sse41",
-    "has_sse42",
     "has_avx",
     "has_avx2",
     "has_bmi1",
@@ -118,23 +114,8 @@ const X86_64_V3: &[&str] = &[
     "has_lzcnt",
 ];
 
-const X86_64_V4: &[&str] = &[
-    "has_cmpxchg16b",
-    "has_popcnt",
-    "has_sse3",
-    "has_ssse3",
-    "has_sse41",
-    "has_sse42",
-    "has_avx",
-    "has_avx2",
-    "has_bmi1",
-    "has_bmi2",
-    "has_fma",
-    "has_lzcnt",
-    "has_avx512f",
-    "has_avx512dq",
-    "has_avx512vl",
-];
+/// What x86-64-v4 adds to v3.
+const X86_64_V4: &[&str] = &["has_avx512f", "has_avx512dq", "has_avx512vl"];
 
 impl HostInfo {
     /// What `config` records on this machine: its target and ISA settings
@@ -184,6 +165,7 @@ impl CpuProfile {
             target: target.to_string(),
             flags: features
                 .iter()
+                .flat_map(|group| group.iter())
                 .map(|f| (f.to_string(), "true".to_string()))
                 .collect(),
         })
