@@ -10,47 +10,14 @@
 
 mod common;
 
+use common::pinned::pinned;
 use common::{check_round_trip, hex};
 use std::collections::BTreeMap;
 use std::process::Command;
-use wasmtime::{Config, Engine, ModuleVersionStrategy, OptLevel, Result};
+use wasmtime::{Engine, Result};
 
 const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/hashes.txt");
 const CHILD_ENV: &str = "CWASM_STABILITY_CHILD";
-
-/// Configurations that depend on nothing about the host: explicit target,
-/// explicit CPU features, and a custom module version.
-fn pinned() -> Vec<(&'static str, Config)> {
-    fn base(target: &str) -> Config {
-        let mut c = Config::new();
-        c.target(target).unwrap();
-        c.module_version(ModuleVersionStrategy::Custom("golden".into()))
-            .unwrap();
-        c
-    }
-    let mut out = Vec::new();
-
-    out.push(("x86_64-linux", base("x86_64-unknown-linux-gnu")));
-
-    let mut c = base("x86_64-unknown-linux-gnu");
-    // SAFETY: only used to compile, never to run, in this test.
-    unsafe {
-        c.cranelift_flag_enable("has_sse41");
-        c.cranelift_flag_enable("has_avx");
-    }
-    c.cranelift_opt_level(OptLevel::SpeedAndSize);
-    out.push(("x86_64-linux+sse41+avx,opt=s", c));
-
-    let mut c = base("x86_64-unknown-linux-gnu");
-    c.consume_fuel(true).epoch_interruption(true);
-    out.push(("x86_64-linux,fuel,epoch", c));
-
-    out.push(("aarch64-linux", base("aarch64-unknown-linux-gnu")));
-    out.push(("riscv64gc-linux", base("riscv64gc-unknown-linux-gnu")));
-    out.push(("s390x-linux", base("s390x-unknown-linux-gnu")));
-    out.push(("pulley64", base("pulley64")));
-    out
-}
 
 fn hashes() -> Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
+pub mod pinned;
+
 use object::{Object, ObjectSection};
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;

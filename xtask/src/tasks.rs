@@ -198,7 +198,63 @@ fn test_lts36(root: &Path) -> Result<()> {
             "--",
         ]);
     skip_upstream_failures(&mut cmd);
-    run(&mut cmd)
+    run(&mut cmd)?;
+    check_lts36_golden_against_pristine(root)
+}
+
+/// The 36 line's golden vectors against an oracle we did not write: the
+/// engine sections that *pristine* wasmtime 36.0.20 (the registry package,
+/// without the series) writes for the same pinned configurations, digested
+/// by `tests/lts36/pristine_golden.rs`. The series leaves those sections
+/// byte-identical, so the digests must equal the fork's hashes.
+fn check_lts36_golden_against_pristine(root: &Path) -> Result<()> {
+    let line = fork::line("36")?;
+    let dir = root.join("target/xtask-pristine-36");
+    std::fs::create_dir_all(&dir)?;
+    // The same wasmtime features and dependency versions as tests/lts36, so
+    // that only wasmtime itself is built again.
+    std::fs::write(
+        dir.join("Cargo.toml"),
+        format!(
+            "[package]\nname = \"pristine-golden-36\"\nversion = \"0.0.0\"\nedition = \"2024\"\n\
+             publish = false\n\n[dependencies]\n\
+             wasmtime = {{ version = \"={}\", features = [\"all-arch\", \"wmemcheck\"] }}\n\
+             object = {{ version = \"0.37\", default-features = false, features = [\"read_core\", \"elf\", \"std\"] }}\n\
+             sha2 = {{ version = \"0.10.2\", default-features = false }}\n\n\
+             [[bin]]\nname = \"pristine-golden-36\"\npath = \"{}\"\n\n[workspace]\n",
+            line.version,
+            root.join("tests/lts36/pristine_golden.rs").display()
+        ),
+    )?;
+    std::fs::copy(root.join("tests/lts36/Cargo.lock"), dir.join("Cargo.lock"))?;
+    let out = crate::output(
+        cargo()
+            .current_dir(&dir)
+            .env("CARGO_TARGET_DIR", root.join("target"))
+            .env("RUSTFLAGS", "--cap-lints=warn")
+            .args(["run", "--quiet"]),
+    )
+    .context("running pristine-golden-36")?;
+    let golden_path = root.join("tests/lts36/tests/golden/hashes.txt");
+    let golden: String = std::fs::read_to_string(&golden_path)?
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    if out != golden {
+        bail!(
+            "{} differs from the engine sections pristine wasmtime {} writes:\n\
+             golden:\n{golden}\npristine:\n{out}",
+            golden_path.display(),
+            line.version
+        );
+    }
+    eprintln!(
+        "the 36 golden vectors are the digests of pristine wasmtime {}'s sections ({} configurations)",
+        line.version,
+        golden.lines().count()
+    );
+    Ok(())
 }
 
 /// `cargo xtask bench`: every criterion benchmark, the pristine-vs-fork
