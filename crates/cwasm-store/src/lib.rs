@@ -7,10 +7,16 @@
 //! ```text
 //! <root>/
 //!   <engine-hex>/              one directory (prefix) per engine hash
-//!     engine.json              what the prefix is for: wasmtime version, target, first write
+//!     engine.json              what the prefix is for: module version, target, first write
 //!     <wasm-hex>.cwasm         the artifact, byte for byte as wasmtime wrote it
+//!     <wasm-hex>.cwasm.zst     the same, zstd-compressed (object stores, when enabled)
 //!     <wasm-hex>.cwasm.hmac    its authentication tag, when the store has a key
+//!     .tmp-<random>            a write in progress (a crashed writer's is removed after an hour)
+//!   .gc-stamp                  when eviction last ran
+//!   .gc-lock                   held by a running gc (local directories)
 //! ```
+//!
+//! (docs/store.md has the same layout, with the rules behind each name.)
 //!
 //! Retiring a wasmtime generation is one prefix delete
 //! ([`ArtifactStore::retain`]), and a listing says what each prefix is for.
