@@ -5,11 +5,10 @@ mod flags;
 
 use clap::{Args, Parser, Subcommand};
 use cwasm_store::{ArtifactStore, CacheConfig, CpuProfile, Digest, HostInfo, Key, StoreConfig};
+use rayon::prelude::*;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use wasmtime::error::Context;
 use wasmtime::{Engine, Instance, Result, Store, bail};
 
@@ -31,7 +30,9 @@ Stores: --store takes a directory or an object store URL (s3://bucket/prefix,
 gs://..., az://..., http(s)://...); credentials and endpoints come from the
 usual environment variables (AWS_ACCESS_KEY_ID, AWS_ENDPOINT, ...). Without
 --store, the local store in your cache directory is used
-($XDG_CACHE_HOME/cwasm or ~/.cache/cwasm), or the `directory` of --config.
+($XDG_CACHE_HOME/cwasm or ~/.cache/cwasm on Linux, ~/Library/Caches/cwasm on
+macOS, the local application data folder on Windows), or the `directory` of
+--config.
 
 Exit status: 0 success; 1 error; 2 invalid usage; 3 `verify` found bad entries."
 )]
@@ -183,15 +184,14 @@ impl StoreArgs {
     }
 }
 
+/// `cwasm` in the platform's cache directory, found as wasmtime's own cache
+/// finds its directory (`directories-next`): `$XDG_CACHE_HOME` (when
+/// absolute) or `~/.cache` on Linux, `~/Library/Caches` on macOS, the local
+/// application data folder on Windows.
 fn default_store() -> Result<PathBuf> {
-    let cache = match std::env::var_os("XDG_CACHE_HOME") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => match std::env::var_os("HOME") {
-            Some(home) => PathBuf::from(home).join(".cache"),
-            None => bail!("no cache directory: set XDG_CACHE_HOME or HOME, or pass --store"),
-        },
-    };
-    Ok(cache.join("cwasm"))
+    let dirs = directories_next::BaseDirs::new()
+        .context("no home directory to find a cache directory in: pass --store")?;
+    Ok(dirs.cache_dir().join("cwasm"))
 }
 
 fn main() -> ExitCode {
@@ -402,8 +402,6 @@ fn compile(
 ) -> Result<()> {
     let engine = flags.engine()?;
     let store = store.open()?;
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Compiled>> = Mutex::new(Vec::new());
     let progress = (!json && std::io::stderr().is_terminal()).then(|| {
         let bar = indicatif::ProgressBar::new(files.len() as u64);
         bar.set_style(
@@ -412,39 +410,33 @@ fn compile(
         );
         bar
     });
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    std::thread::scope(|s| {
-        for _ in 0..workers.min(files.len()) {
-            s.spawn(|| {
-                while let Some(file) = files.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    let result = compile_one(&engine, &store, file);
-                    let line = match &result.error {
-                        None => format!(
-                            "compiled {} ({}) -> {}/{}",
-                            result.file, result.kind, result.engine, result.wasm
-                        ),
-                        Some(e) => format!("failed {}: {e}", result.file),
-                    };
-                    match &progress {
-                        Some(bar) => {
-                            bar.println(&line);
-                            bar.inc(1);
-                        }
-                        None if !json => println!("{line}"),
-                        None => {}
-                    }
-                    results
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(result);
+    // In parallel on rayon's pool (one thread per core); the results, and so
+    // the JSON, come in the order the files were given.
+    let results: Vec<Compiled> = files
+        .par_iter()
+        .map(|file| {
+            let result = compile_one(&engine, &store, file);
+            let line = match &result.error {
+                None => format!(
+                    "compiled {} ({}) -> {}/{}",
+                    result.file, result.kind, result.engine, result.wasm
+                ),
+                Some(e) => format!("failed {}: {e}", result.file),
+            };
+            match &progress {
+                Some(bar) => {
+                    bar.println(&line);
+                    bar.inc(1);
                 }
-            });
-        }
-    });
+                None if !json => println!("{line}"),
+                None => {}
+            }
+            result
+        })
+        .collect();
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
-    let results = results.into_inner().unwrap_or_else(|p| p.into_inner());
     if json {
         print_json(&results)?;
     }

@@ -297,3 +297,37 @@ fn a_closed_pipe_ends_the_output_quietly() {
         out.status
     );
 }
+
+/// `compile --json` lists the files in the order they were given, whatever
+/// order the parallel compiles finish in.
+#[test]
+fn compile_json_keeps_the_order_of_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    // Different sizes, so that the compiles finish in another order.
+    let files: Vec<_> = [40, 1, 25, 3, 10, 2, 30, 5]
+        .iter()
+        .enumerate()
+        .map(|(i, funcs)| {
+            let body = "(func (result i32) i32.const 7)".repeat(*funcs);
+            let path = dir.path().join(format!("m{i}.wat"));
+            std::fs::write(&path, format!("(module {body})")).unwrap();
+            path
+        })
+        .collect();
+    let out = json(
+        cwasm()
+            .arg("compile")
+            .args(&files)
+            .arg("--store")
+            .arg(dir.path().join("store"))
+            .arg("--json"),
+    );
+    let listed: Vec<String> = out
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["file"].as_str().unwrap().to_string())
+        .collect();
+    let given: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    assert_eq!(listed, given);
+}
