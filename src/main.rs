@@ -301,15 +301,7 @@ fn host(json: bool) -> Result<()> {
 fn baseline(files: &[PathBuf], write: Option<&Path>, json: bool) -> Result<()> {
     let hosts = files
         .iter()
-        .map(|path| {
-            let profile = CpuProfile::from_file(path)?;
-            Ok(HostInfo {
-                target: profile.target,
-                flags: profile.flags,
-                engine_hash: String::new(),
-                version: String::new(),
-            })
-        })
+        .map(|path| CpuProfile::from_file(path))
         .collect::<Result<Vec<_>>>()?;
     let profile = CpuProfile::baseline(&hosts)?;
     let hash = Digest(profile.engine_hash()?);

@@ -156,10 +156,7 @@ fn a_host_missing_a_feature_refuses_the_artifact_and_keeps_it() {
         return;
     };
     // A profile made on a stronger machine: this host plus what it lacks.
-    let mut stronger = CpuProfile {
-        target: host.target.clone(),
-        flags: host.flags.clone(),
-    };
+    let mut stronger = host.profile();
     stronger.flags.insert(missing.clone(), "true".into());
     let engine = Engine::new(&stronger.config().unwrap()).unwrap();
 

@@ -100,7 +100,7 @@ const BASE_TAG: &str = "upstream";
 
 /// Deterministic identity and dates for the commits xtask makes, so the same
 /// inputs give the same fork commit ids everywhere.
-pub const GIT_ENV: &[(&str, &str)] = &[
+const GIT_ENV: &[(&str, &str)] = &[
     ("GIT_AUTHOR_NAME", "xtask"),
     ("GIT_AUTHOR_EMAIL", "xtask@localhost"),
     ("GIT_COMMITTER_NAME", "xtask"),
@@ -229,23 +229,12 @@ fn build_fork(
         let text = patchfile::rewrite_paths(&patch.text, &patch.name, upstream_to_fork)?;
         let path = mbox_dir.join(&patch.name);
         fs::write(&path, text)?;
-        let out = Command::new("git")
-            .current_dir(tmp)
-            .envs(GIT_ENV.iter().copied())
-            // No "run git am --continue" hints: the directory is discarded.
-            .args(["-c", "advice.mergeConflict=false", "am", "--quiet"])
-            .arg("--committer-date-is-author-date")
-            .arg(&path)
-            .output()
-            .context("failed to run `git am`")?;
-        if !out.status.success() {
+        if let Some(report) = git_am(tmp, &path)? {
             bail!(
-                "patch `patches/{}/{}` does not apply to wasmtime {}:\n{}{}",
+                "patch `patches/{}/{}` does not apply to wasmtime {}:\n{report}",
                 line.name,
                 patch.name,
                 line.version,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
             );
         }
     }
@@ -547,12 +536,34 @@ fn sync_normalized_manifest(dir: &Path, line: &Line) -> Result<()> {
     Ok(())
 }
 
-fn git(dir: &Path, args: &[&str]) -> Result<()> {
+/// `git` in `dir`, committing with xtask's fixed identity and dates.
+pub fn git_command(dir: &Path) -> Command {
     let mut cmd = Command::new("git");
-    cmd.current_dir(dir)
-        .envs(GIT_ENV.iter().copied())
-        .args(args);
-    output(&mut cmd).map(drop)
+    cmd.current_dir(dir).envs(GIT_ENV.iter().copied());
+    cmd
+}
+
+fn git(dir: &Path, args: &[&str]) -> Result<()> {
+    output(git_command(dir).args(args)).map(drop)
+}
+
+/// Applies the patch `mbox` to the repository `dir` with `git am`. Returns
+/// git's report when it does not apply (the `git am` is left in progress).
+pub fn git_am(dir: &Path, mbox: &Path) -> Result<Option<String>> {
+    let out = git_command(dir)
+        // No "run git am --continue" hints: callers say what to do.
+        .args(["-c", "advice.mergeConflict=false", "am", "--quiet"])
+        .arg("--committer-date-is-author-date")
+        .arg(mbox)
+        .output()
+        .context("failed to run `git am`")?;
+    Ok((!out.status.success()).then(|| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }))
 }
 
 fn git_output(dir: &Path, args: &[&str]) -> Result<String> {

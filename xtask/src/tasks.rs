@@ -177,29 +177,35 @@ fn test_lts36(root: &Path) -> Result<()> {
     ensure_fork(root, fork::line("36")?)?;
     let dir = root.join("tests/lts36");
     run(cargo().current_dir(&dir).args(["fmt", "--all", "--check"]))?;
-    let mut cmd = cargo();
-    cmd.current_dir(&dir)
-        .env("CARGO_TARGET_DIR", root.join("target"))
-        // wasmtime 36 predates lints of this toolchain (rustc 1.95) and
-        // warns in code the series does not touch, so this workspace caps
-        // lints at warn even where CI denies warnings (RUSTFLAGS, which
-        // this replaces); our code in it (the shared tests) is built with
-        // CI's flags by the root workspace's run above.
-        .env("RUSTFLAGS", "--cap-lints=warn")
-        .args([
-            "test",
-            "--locked",
-            "--workspace",
-            "--lib",
-            "--test",
-            "roundtrip",
-            "--test",
-            "stability",
-            "--",
-        ]);
+    let mut cmd = lts36_cargo(root, &dir);
+    cmd.args([
+        "test",
+        "--locked",
+        "--workspace",
+        "--lib",
+        "--test",
+        "roundtrip",
+        "--test",
+        "stability",
+        "--",
+    ]);
     skip_upstream_failures(&mut cmd);
     run(&mut cmd)?;
     check_lts36_golden_against_pristine(root)
+}
+
+/// `cargo` in `dir` for the 36 line's builds, all alike so that they share
+/// their dependencies: the shared target directory, and lints capped at
+/// warn. wasmtime 36 predates lints of this toolchain (rustc 1.95) and warns
+/// in code the series does not touch, so this replaces CI's RUSTFLAGS
+/// (warnings denied); our code in the 36 workspace (the shared tests) is
+/// built with CI's flags by the root workspace's run.
+fn lts36_cargo(root: &Path, dir: &Path) -> Command {
+    let mut cmd = cargo();
+    cmd.current_dir(dir)
+        .env("CARGO_TARGET_DIR", root.join("target"))
+        .env("RUSTFLAGS", "--cap-lints=warn");
+    cmd
 }
 
 /// The 36 line's golden vectors against an oracle we did not write: the
@@ -227,14 +233,8 @@ fn check_lts36_golden_against_pristine(root: &Path) -> Result<()> {
         ),
     )?;
     std::fs::copy(root.join("tests/lts36/Cargo.lock"), dir.join("Cargo.lock"))?;
-    let out = crate::output(
-        cargo()
-            .current_dir(&dir)
-            .env("CARGO_TARGET_DIR", root.join("target"))
-            .env("RUSTFLAGS", "--cap-lints=warn")
-            .args(["run", "--quiet"]),
-    )
-    .context("running pristine-golden-36")?;
+    let out = crate::output(lts36_cargo(root, &dir).args(["run", "--quiet"]))
+        .context("running pristine-golden-36")?;
     let golden_path = root.join("tests/lts36/tests/golden/hashes.txt");
     let golden: String = std::fs::read_to_string(&golden_path)?
         .lines()

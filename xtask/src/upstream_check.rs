@@ -26,7 +26,7 @@
 //! Nothing here runs in CI: CI has no upstream checkout. CONTRIBUTING.md says
 //! how to get one.
 
-use crate::fork::{GIT_ENV, read_series_in};
+use crate::fork::{git_am, git_command as git, read_series_in};
 use crate::tasks::skip_upstream_failures;
 use crate::{cargo, output, run};
 use anyhow::{Context, Result, bail};
@@ -64,19 +64,11 @@ pub fn check(root: &Path, checkout: &Path, run_tests: bool) -> Result<()> {
     for (i, patch) in series.iter().enumerate() {
         let path = wt.join(".git").join(&patch.name);
         fs::write(&path, &patch.text)?;
-        let out = git(&wt)
-            .args(["-c", "advice.mergeConflict=false", "am", "--quiet"])
-            .arg("--committer-date-is-author-date")
-            .arg(&path)
-            .output()
-            .context("running `git am`")?;
-        if !out.status.success() {
+        if let Some(report) = git_am(&wt, &path)? {
             bail!(
-                "patches/main/{} does not apply to upstream {base}:\n{}{}\n\
+                "patches/main/{} does not apply to upstream {base}:\n{report}\n\
                  (the scratch repository is left in {} to resolve it)",
                 patch.name,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr),
                 wt.display()
             );
         }
@@ -86,21 +78,17 @@ pub fn check(root: &Path, checkout: &Path, run_tests: bool) -> Result<()> {
             series.len(),
             patch.name
         );
-        run(cargo()
-            .current_dir(&wt)
-            .env("CARGO_TARGET_DIR", &target_dir)
-            .env("RUSTFLAGS", "-D warnings")
-            .args([
-                "check",
-                "--quiet",
-                "-p",
-                "wasmtime",
-                "--lib",
-                "--tests",
-                "--features",
-                "wmemcheck",
-                "--ignore-rust-version",
-            ]))
+        run(upstream_cargo(&wt, &target_dir).args([
+            "check",
+            "--quiet",
+            "-p",
+            "wasmtime",
+            "--lib",
+            "--tests",
+            "--features",
+            "wmemcheck",
+            "--ignore-rust-version",
+        ]))
         .with_context(|| format!("{} does not build on upstream {base}", patch.name))?;
     }
     if !run_tests {
@@ -112,20 +100,17 @@ pub fn check(root: &Path, checkout: &Path, run_tests: bool) -> Result<()> {
     }
 
     eprintln!("== upstream's unit tests: cargo test -p wasmtime --lib");
-    let mut cmd = cargo();
-    cmd.current_dir(&wt)
-        .env("CARGO_TARGET_DIR", &target_dir)
-        .env("RUSTFLAGS", "-D warnings")
-        .args([
-            "test",
-            "-p",
-            "wasmtime",
-            "--lib",
-            "--features",
-            "wmemcheck",
-            "--ignore-rust-version",
-            "--",
-        ]);
+    let mut cmd = upstream_cargo(&wt, &target_dir);
+    cmd.args([
+        "test",
+        "-p",
+        "wasmtime",
+        "--lib",
+        "--features",
+        "wmemcheck",
+        "--ignore-rust-version",
+        "--",
+    ]);
     // The same five tests as on 48 fail in this sandbox, for the same
     // kernel reason; see CONTRIBUTING.md ("Known failures upstream").
     skip_upstream_failures(&mut cmd);
@@ -133,16 +118,22 @@ pub fn check(root: &Path, checkout: &Path, run_tests: bool) -> Result<()> {
 
     eprintln!("== upstream's integration tests of the engine section");
     let harness = write_harness(&scratch, &wt)?;
-    run(cargo()
-        .current_dir(&harness)
-        .env("CARGO_TARGET_DIR", &target_dir)
-        .env("RUSTFLAGS", "-D warnings")
-        .args(["test", "--ignore-rust-version"]))?;
+    run(upstream_cargo(&harness, &target_dir).args(["test", "--ignore-rust-version"]))?;
     eprintln!(
         "upstream-check: {} patches apply, build and pass upstream's tests on {base}",
         series.len()
     );
     Ok(())
+}
+
+/// `cargo` in `dir`, for every build of upstream's code: the shared target
+/// directory, warnings denied (so builds are alike, and the series adds none).
+fn upstream_cargo(dir: &Path, target_dir: &Path) -> Command {
+    let mut cmd = cargo();
+    cmd.current_dir(dir)
+        .env("CARGO_TARGET_DIR", target_dir)
+        .env("RUSTFLAGS", "-D warnings");
+    cmd
 }
 
 /// The commit `patches/main/base` names: its first line that is neither
@@ -288,12 +279,6 @@ fn write_harness(scratch: &Path, wt: &Path) -> Result<PathBuf> {
     fs::write(dir.join("src/lib.rs"), lib)?;
     fs::copy(wt.join("Cargo.lock"), dir.join("Cargo.lock"))?;
     Ok(dir)
-}
-
-fn git(dir: &Path) -> Command {
-    let mut cmd = Command::new("git");
-    cmd.current_dir(dir).envs(GIT_ENV.iter().copied());
-    cmd
 }
 
 /// Runs `cmd` with `input` on its standard input and returns its output.

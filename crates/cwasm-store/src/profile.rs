@@ -143,6 +143,14 @@ impl HostInfo {
             version: info.version,
         })
     }
+
+    /// This host's own profile: its target and every setting as detected.
+    pub fn profile(&self) -> CpuProfile {
+        CpuProfile {
+            target: self.target.clone(),
+            flags: self.flags.clone(),
+        }
+    }
 }
 
 impl CpuProfile {
@@ -171,14 +179,15 @@ impl CpuProfile {
         })
     }
 
-    /// The profile every one of `hosts` can run: their common target, each
-    /// boolean setting on only where it is on for every host, and every other
-    /// setting at the value all hosts share.
+    /// The profile every one of `hosts` can run, given each host's own
+    /// profile ([`HostInfo::profile`], or a file `cwasm host --json` wrote):
+    /// their common target, each boolean setting on only where it is on for
+    /// every host, and every other setting at the value all hosts share.
     ///
     /// Fails if the hosts have different targets, record different sets of
     /// settings (different wasmtime versions), or disagree on a setting that
     /// is not a yes/no feature.
-    pub fn baseline(hosts: &[HostInfo]) -> Result<CpuProfile> {
+    pub fn baseline(hosts: &[CpuProfile]) -> Result<CpuProfile> {
         let Some((first, rest)) = hosts.split_first() else {
             bail!("a baseline needs at least one host");
         };
@@ -310,15 +319,13 @@ impl CpuProfile {
 mod tests {
     use super::*;
 
-    fn host(flags: &[(&str, &str)]) -> HostInfo {
-        HostInfo {
+    fn host(flags: &[(&str, &str)]) -> CpuProfile {
+        CpuProfile {
             target: "x86_64-unknown-linux-gnu".into(),
             flags: flags
                 .iter()
                 .map(|(n, v)| (n.to_string(), v.to_string()))
                 .collect(),
-            engine_hash: String::new(),
-            version: String::new(),
         }
     }
 
