@@ -277,7 +277,7 @@ impl Backend for LocalDir {
             Opened::Missing => Fetched::Missing,
             Opened::NotAFile(what) => Fetched::NotAnObject(what),
             Opened::TooLarge(len) => Fetched::TooLarge(len),
-            Opened::File(file, len) => {
+            Opened::File(file, len, _) => {
                 Fetched::Bytes(read_all(&file, len, limit).with_context(|| {
                     format!("failed to read {}", self.root.join(path).display())
                 })?)

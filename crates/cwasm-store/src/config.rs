@@ -156,6 +156,12 @@ pub struct StoreConfig {
     /// remote objects and decompressed objects are not read (a miss; they
     /// are left in place). Defaults to [`StoreConfig::DEFAULT_MAX_ARTIFACT_SIZE`].
     pub max_artifact_size: u64,
+    /// With an HMAC key, verify the tag of every local hit, even of a
+    /// *private* entry (one that the file, its directory and the root say
+    /// only this user can have written; see docs/store.md). Off by default:
+    /// a private entry's tag was verified when it entered the tier, and
+    /// only this user (or root) can have changed it since.
+    pub reverify_private_entries: bool,
 }
 
 impl Default for StoreConfig {
@@ -165,6 +171,7 @@ impl Default for StoreConfig {
             hmac_key: None,
             compress_remote: false,
             max_artifact_size: StoreConfig::DEFAULT_MAX_ARTIFACT_SIZE,
+            reverify_private_entries: false,
         }
     }
 }

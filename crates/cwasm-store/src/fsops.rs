@@ -15,6 +15,12 @@
 //!   refuses an existing file or link) under a random name, `fsync` it and
 //!   rename it into place within the same directory descriptor, then `fsync`
 //!   the directory.
+//!
+//! An entry is *private* when its file, its engine directory and the root
+//! are all owned by this process's effective user and writable by no one
+//! else: then only that user (or root) can have put it there or changed it
+//! since, and a keyed store may load it without verifying its tag again
+//! (docs/store.md, "A private local tier").
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, fstat, fsync, mkdirat, openat, renameat};
 use rustix::io::Errno;
@@ -30,8 +36,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub(crate) enum Opened {
     /// No such entry.
     Missing,
-    /// A regular file of `len` bytes, open for reading.
-    File(File, u64),
+    /// A regular file of `len` bytes, open for reading, and whether it is
+    /// private (see the module documentation).
+    File(File, u64, bool),
     /// Something that is not an entry: a symbolic link, a FIFO, a device, a
     /// directory. Never read.
     NotAFile(String),
@@ -126,7 +133,10 @@ impl Root {
         if len > limit {
             return Ok(Opened::TooLarge(len));
         }
-        Ok(Opened::File(File::from(fd), len))
+        let private = only_ours(&stat)
+            && only_ours(&fstat(dir.fd()).map_err(io)?)
+            && (matches!(dir, Dir::Root(_)) || only_ours(&fstat(&*self.fd).map_err(io)?));
+        Ok(Opened::File(File::from(fd), len, private))
     }
 
     /// Replaces `path` atomically with `bytes`.
@@ -173,7 +183,7 @@ impl Root {
     /// Sets `path`'s modification time to now, if it is a regular file.
     pub(crate) fn touch(&self, path: &str) -> io::Result<()> {
         match self.open_entry(path, u64::MAX)? {
-            Opened::File(file, _) => {
+            Opened::File(file, ..) => {
                 let now = rustix::fs::Timespec {
                     tv_sec: 0,
                     tv_nsec: rustix::fs::UTIME_NOW,
@@ -190,6 +200,12 @@ impl Root {
             Opened::Missing | Opened::NotAFile(_) | Opened::TooLarge(_) => Ok(()),
         }
     }
+}
+
+/// Whether only this process's effective user (or root) can change what
+/// `stat` describes: it owns it, and neither its group nor others may write.
+fn only_ours(stat: &rustix::fs::Stat) -> bool {
+    stat.st_uid == rustix::process::geteuid().as_raw() && stat.st_mode & 0o022 == 0
 }
 
 enum Dir {

@@ -68,6 +68,7 @@ mod digest;
 mod fsops;
 mod inspect;
 mod profile;
+mod remembered;
 mod store;
 
 pub use backend::{Backend, Fetched, Listed, LocalDir, ObjectStoreBackend, RemoteOptions};

@@ -4,6 +4,7 @@ use crate::backend::{Backend, Fetched, Listed, LocalDir, ObjectStoreBackend};
 use crate::config::StoreConfig;
 use crate::digest::{Digest, Key};
 use crate::fsops::{Opened, read_all};
+use crate::remembered::{FileStamp, Remembered};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -40,6 +41,9 @@ pub struct Stats {
     pub rejected: u64,
     /// Backend operations that failed (and were worked around).
     pub store_errors: u64,
+    /// Wasm files hashed by the `*_file` lookups (an unchanged file is
+    /// hashed once, then its digest is remembered).
+    pub files_hashed: u64,
 }
 
 #[derive(Default)]
@@ -50,6 +54,7 @@ struct Counters {
     evictions: AtomicU64,
     rejected: AtomicU64,
     store_errors: AtomicU64,
+    files_hashed: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -148,8 +153,11 @@ pub struct ArtifactStore {
     local: Option<LocalDir>,
     remote: Option<Box<dyn Backend>>,
     config: StoreConfig,
-    counters: Counters,
+    counters: Arc<Counters>,
     inflight: Mutex<HashMap<Key, Arc<Flight>>>,
+    /// Copies of remote hits being written into the local tier.
+    copies: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    remembered: Remembered,
 }
 
 impl std::fmt::Debug for ArtifactStore {
@@ -206,8 +214,10 @@ impl ArtifactStore {
             local,
             remote,
             config,
-            counters: Counters::default(),
+            counters: Arc::default(),
             inflight: Mutex::new(HashMap::new()),
+            copies: Mutex::new(Vec::new()),
+            remembered: Remembered::default(),
         })
     }
 
@@ -227,6 +237,7 @@ impl ArtifactStore {
             evictions: get(&c.evictions),
             rejected: get(&c.rejected),
             store_errors: get(&c.store_errors),
+            files_hashed: get(&c.files_hashed),
         }
     }
 
@@ -272,6 +283,71 @@ impl ArtifactStore {
             engine.precompile_component(wasm)
         })
         .and_then(|loaded| loaded.into_component(engine))
+    }
+
+    /// Like [`ArtifactStore::get_or_compile_module`], for the wasm (or
+    /// text) in the file at `path`. The file's digest is remembered by what
+    /// `fstat` says of it (device, inode, size, modification and change
+    /// times), so a repeated lookup of an unchanged file costs a `stat`, not
+    /// a hash; a changed file is always hashed again. See
+    /// [`Stats::files_hashed`].
+    ///
+    /// ```no_run
+    /// # fn main() -> wasmtime::Result<()> {
+    /// let engine = wasmtime::Engine::default();
+    /// let store = cwasm_store::ArtifactStore::open("/var/cache/my-app/cwasm")?;
+    /// // Every call after the first costs an open, an fstat and the load.
+    /// let module = store.get_or_compile_module_file(&engine, "app.wasm")?;
+    /// # let _ = module;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn get_or_compile_module_file(
+        &self,
+        engine: &Engine,
+        path: impl AsRef<Path>,
+    ) -> Result<Module> {
+        self.get_or_compile_file(engine, path.as_ref(), Kind::Module)?
+            .into_module(engine)
+    }
+
+    /// Like [`ArtifactStore::get_or_compile_module_file`], for components.
+    pub fn get_or_compile_component_file(
+        &self,
+        engine: &Engine,
+        path: impl AsRef<Path>,
+    ) -> Result<Component> {
+        self.get_or_compile_file(engine, path.as_ref(), Kind::Component)?
+            .into_component(engine)
+    }
+
+    fn get_or_compile_file(&self, engine: &Engine, path: &Path, kind: Kind) -> Result<Loaded> {
+        use std::io::Read;
+        let opened = || format!("failed to read {}", path.display());
+        let mut file = std::fs::File::open(path).with_context(opened)?;
+        let (stamp, _) = FileStamp::of(&file).with_context(opened)?;
+        if let Some(digest) = self.remembered.get(&stamp) {
+            let key = Key::with_wasm_digest(engine, digest)?;
+            if let Some(loaded) = self.lookup(engine, &key, kind)? {
+                bump(&self.counters.hits);
+                return Ok(loaded);
+            }
+        }
+        let mut wasm = Vec::new();
+        file.read_to_end(&mut wasm).with_context(opened)?;
+        let digest = Digest::of(&wasm);
+        bump(&self.counters.files_hashed);
+        // Remembered only if the file did not change while it was read, and
+        // changed last long enough ago that a later change shows.
+        let (after, settled) = FileStamp::of(&file).with_context(opened)?;
+        if settled && after == stamp {
+            self.remembered.remember(stamp, digest);
+        }
+        let key = Key::with_wasm_digest(engine, digest)?;
+        self.get_or_compile(engine, &key, kind, || match kind {
+            Kind::Module => engine.precompile_module(&wasm),
+            Kind::Component => engine.precompile_component(&wasm),
+        })
     }
 
     fn get_or_compile(
@@ -392,26 +468,59 @@ impl ArtifactStore {
             }
         };
         check_kind(key, kind, Engine::detect_precompiled(&bytes))?;
-        // Read-through: keep a raw, memory-mappable copy in the local tier.
-        if let Some(local) = &self.local {
-            if let Err(e) = self.write_entry(local, key, &bytes, false) {
-                bump(&self.counters.store_errors);
-                tracing::warn!(error = %format!("{e:#}"), "could not copy a remote hit into the local tier");
-            } else if self.config.hmac_key.is_none()
-                && let Ok(Some(checked)) = self.read_checked(local, key, &path, true)
-                && let Ok(loaded) = checked.probe(engine, kind, self.config.max_artifact_size)
-            {
-                // Memory-mapped from the new local copy, checked again. (With
-                // a key, the verified bytes are loaded instead.)
-                return Ok(Some(loaded));
+        // The checked bytes are loaded as they are; the local tier's copy is
+        // written off the hit path.
+        match Loaded::deserialize(engine, kind, &bytes) {
+            Ok(loaded) => {
+                self.copy_to_local(key, bytes);
+                Ok(Some(loaded))
             }
-        }
-        match Loaded::Bytes(bytes).probe(engine, kind, self.config.max_artifact_size) {
-            Ok(loaded) => Ok(Some(loaded)),
             Err(e) => {
                 self.refused_by_wasmtime(remote, key, &e);
                 Ok(None)
             }
+        }
+    }
+
+    /// Read-through: writes a checked remote hit into the local tier (raw,
+    /// so that it can be memory-mapped) on a thread of its own, so that its
+    /// `fsync`s stay off the hit path. The write is atomic: a crash loses
+    /// the copy, never tears it. [`ArtifactStore::flush`] (and dropping the
+    /// store) waits for the copies.
+    fn copy_to_local(&self, key: &Key, artifact: Vec<u8>) {
+        let Some(local) = &self.local else {
+            return;
+        };
+        let (local, key, config) = (local.clone(), *key, self.config.clone());
+        let counters = self.counters.clone();
+        let copy = move || {
+            if let Err(e) = write_entry(&config, &local, &key, &artifact, false) {
+                bump(&counters.store_errors);
+                tracing::warn!(error = %format!("{e:#}"), "could not copy a remote hit into the local tier");
+            }
+        };
+        let mut copies = self.copies.lock().unwrap_or_else(PoisonError::into_inner);
+        copies.retain(|c| !c.is_finished());
+        match std::thread::Builder::new()
+            .name("cwasm-store-copy".into())
+            .spawn(copy)
+        {
+            Ok(handle) => copies.push(handle),
+            Err(e) => {
+                bump(&self.counters.store_errors);
+                tracing::warn!(error = %e, "could not start a thread to copy a remote hit into the local tier");
+            }
+        }
+    }
+
+    /// Waits until every copy of a remote hit into the local tier is
+    /// written (or has failed, which is logged and counted in
+    /// [`Stats::store_errors`]). Dropping the store waits too.
+    pub fn flush(&self) {
+        let copies =
+            std::mem::take(&mut *self.copies.lock().unwrap_or_else(PoisonError::into_inner));
+        for copy in copies {
+            let _ = copy.join();
         }
     }
 
@@ -443,9 +552,9 @@ impl ArtifactStore {
         prefer_file: bool,
     ) -> Result<Option<Loaded>, Rejected> {
         let limit = self.config.max_artifact_size;
-        let (file, len) = match local.open_entry(path, limit) {
+        let (file, len, private) = match local.open_entry(path, limit) {
             Ok(Opened::Missing) => return Ok(None),
-            Ok(Opened::File(file, len)) => (file, len),
+            Ok(Opened::File(file, len, private)) => (file, len, private),
             Ok(Opened::NotAFile(what)) => return Err(Rejected(what)),
             Ok(Opened::TooLarge(len)) => {
                 self.skip(
@@ -460,7 +569,11 @@ impl ArtifactStore {
                 return Ok(None);
             }
         };
-        if prefer_file && self.config.hmac_key.is_none() {
+        // A private entry's tag was verified when it entered the tier, and
+        // only this user can have changed it since (docs/store.md).
+        let verify =
+            self.config.hmac_key.is_some() && (!private || self.config.reverify_private_entries);
+        if prefer_file && !verify {
             return match Engine::detect_serialization_compatibility_hash_file(fd_path(&file)) {
                 Err(e) => Err(Rejected(format!("unreadable: {e:#}"))),
                 Ok(found) => {
@@ -472,7 +585,9 @@ impl ArtifactStore {
         let bytes =
             read_all(&file, len, limit).map_err(|e| Rejected(format!("unreadable: {e}")))?;
         check_stamp(key, Engine::detect_serialization_compatibility_hash(&bytes))?;
-        self.check_tag(local, key, false, &bytes)?;
+        if verify {
+            self.check_tag(local, key, false, &bytes)?;
+        }
         // The bytes that were verified are the ones to load: re-opening the
         // file would let a writer swap it after the check.
         Ok(Some(Loaded::Bytes(bytes)))
@@ -593,9 +708,7 @@ impl ArtifactStore {
             match self.read_remote(remote, key) {
                 Ok(Some(bytes)) => {
                     bump(&self.counters.hits);
-                    if let Some(local) = &self.local {
-                        let _ = self.write_entry(local, key, &bytes, false);
-                    }
+                    self.copy_to_local(key, bytes.clone());
                     return Ok(Some(bytes));
                 }
                 Ok(None) => {}
@@ -621,44 +734,22 @@ impl ArtifactStore {
         }
         let mut result = Ok(());
         if let Some(local) = &self.local {
-            result = self.write_entry(local, key, artifact, false);
+            result = write_entry(&self.config, local, key, artifact, false);
             if result.is_ok() {
                 self.maybe_gc(local);
             }
         }
         if let Some(remote) = self.remote.as_deref() {
-            let written = self.write_entry(remote, key, artifact, self.config.compress_remote);
+            let written = write_entry(
+                &self.config,
+                remote,
+                key,
+                artifact,
+                self.config.compress_remote,
+            );
             result = result.and(written);
         }
         result
-    }
-
-    fn write_entry(
-        &self,
-        backend: &dyn Backend,
-        key: &Key,
-        artifact: &[u8],
-        compress: bool,
-    ) -> Result<()> {
-        if let Some(descriptor) = describe(key, artifact) {
-            let json = serde_json::to_vec_pretty(&descriptor)?;
-            backend.write_new(&format!("{}/{DESCRIPTOR}", key.engine), &json)?;
-        }
-        let packed;
-        let (stored, path) = if compress {
-            let level = self.config.cache.baseline_compression_level;
-            packed = zstd::encode_all(artifact, level).context("zstd compression failed")?;
-            (&packed[..], format!("{}.zst", key.artifact_path()))
-        } else {
-            (artifact, key.artifact_path())
-        };
-        // The tag first: an artifact is never visible without its tag.
-        if let Some(secret) = &self.config.hmac_key {
-            let mut mac = hmac_for(secret, key, compress);
-            mac.update(stored);
-            backend.write(&key.tag_path(), &mac.finalize().into_bytes())?;
-        }
-        backend.write(&path, stored)
     }
 
     /// Whether an artifact is stored under `key` (not checked).
@@ -930,6 +1021,42 @@ impl ArtifactStore {
     }
 }
 
+impl Drop for ArtifactStore {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// Writes `artifact` (raw, or zstd-compressed with `compress`) and, with a
+/// key configured, its tag under `key`.
+fn write_entry(
+    config: &StoreConfig,
+    backend: &dyn Backend,
+    key: &Key,
+    artifact: &[u8],
+    compress: bool,
+) -> Result<()> {
+    if let Some(descriptor) = describe(key, artifact) {
+        let json = serde_json::to_vec_pretty(&descriptor)?;
+        backend.write_new(&format!("{}/{DESCRIPTOR}", key.engine), &json)?;
+    }
+    let packed;
+    let (stored, path) = if compress {
+        let level = config.cache.baseline_compression_level;
+        packed = zstd::encode_all(artifact, level).context("zstd compression failed")?;
+        (&packed[..], format!("{}.zst", key.artifact_path()))
+    } else {
+        (artifact, key.artifact_path())
+    };
+    // The tag first: an artifact is never visible without its tag.
+    if let Some(secret) = &config.hmac_key {
+        let mut mac = hmac_for(secret, key, compress);
+        mac.update(stored);
+        backend.write(&key.tag_path(), &mac.finalize().into_bytes())?;
+    }
+    backend.write(&path, stored)
+}
+
 /// Why an entry was refused.
 struct Rejected(String);
 
@@ -998,26 +1125,31 @@ enum Loaded {
 impl Loaded {
     /// Deserializes into `kind`, so failures surface inside `lookup`.
     fn probe(self, engine: &Engine, kind: Kind, limit: u64) -> Result<Loaded> {
-        // SAFETY (all four): every `Loaded::Open`/`Loaded::Bytes` is either
-        // an artifact `engine` just compiled, or one whose engine section
-        // hashes to `engine.serialization_compatibility_hash()` (and whose
-        // HMAC tag verified, with a key configured), read from the same open
-        // file that was checked.
+        // SAFETY: every `Loaded::Open`/`Loaded::Bytes` is either an artifact
+        // `engine` just compiled, or one whose engine section hashes to
+        // `engine.serialization_compatibility_hash()` (and, with a key
+        // configured, whose HMAC tag verified, or which is a private entry
+        // whose tag verified when it entered the local tier), read from the
+        // same open file that was checked.
         Ok(match (self, kind) {
             (Loaded::Open(f, _), Kind::Module) => {
                 Loaded::Module(unsafe { Module::deserialize_open_file(engine, f)? })
             }
-            (Loaded::Bytes(b), Kind::Module) => {
-                Loaded::Module(unsafe { Module::deserialize(engine, b)? })
-            }
             (Loaded::Open(f, len), Kind::Component) => {
-                let bytes = read_all(&f, len, limit)?;
-                Loaded::Component(unsafe { Component::deserialize(engine, bytes)? })
+                Loaded::deserialize(engine, kind, &read_all(&f, len, limit)?)?
             }
-            (Loaded::Bytes(b), Kind::Component) => {
-                Loaded::Component(unsafe { Component::deserialize(engine, b)? })
-            }
+            (Loaded::Bytes(b), kind) => Loaded::deserialize(engine, kind, &b)?,
             (done, _) => done,
+        })
+    }
+
+    /// Deserializes checked bytes (see `probe`'s safety note) into `kind`.
+    fn deserialize(engine: &Engine, kind: Kind, bytes: &[u8]) -> Result<Loaded> {
+        // SAFETY: as in `probe`: `bytes` were compiled by `engine`, or
+        // their engine section hashes to its hash (and their tag verified).
+        Ok(match kind {
+            Kind::Module => Loaded::Module(unsafe { Module::deserialize(engine, bytes)? }),
+            Kind::Component => Loaded::Component(unsafe { Component::deserialize(engine, bytes)? }),
         })
     }
 

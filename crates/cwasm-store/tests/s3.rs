@@ -94,6 +94,7 @@ fn local_tier_in_front_of_s3() -> Result<()> {
     );
     assert!(bucket.read(&key.tag_path())?.is_some());
 
+    let config_b = config.clone();
     let host_b = ArtifactStore::new(
         Some(LocalDir::new(dir_b.path())?),
         Some(remote(&url)),
@@ -102,7 +103,16 @@ fn local_tier_in_front_of_s3() -> Result<()> {
     let m = host_b.get_or_compile_module(&engine, &wasm(2))?;
     assert_eq!(call(&engine, &m), 2);
     assert_eq!((host_b.stats().hits, host_b.stats().compiles), (1, 0));
+    // The local copy is written off the hit path; `flush` waits for it.
+    host_b.flush();
     assert_eq!(std::fs::read(dir_b.path().join(key.artifact_path()))?, raw);
+    assert_eq!(host_b.stats().store_errors, 0);
+    // And the next hit is local (and private: memory-mapped, not re-verified).
+    drop(host_b);
+    let host_b = ArtifactStore::new(Some(LocalDir::new(dir_b.path())?), None, config_b)?;
+    let m = host_b.get_or_compile_module(&engine, &wasm(2))?;
+    assert_eq!(call(&engine, &m), 2);
+    assert_eq!((host_b.stats().hits, host_b.stats().rejected), (1, 0));
     Ok(())
 }
 
