@@ -1,46 +1,81 @@
 //! Inputs shared by the benchmarks. Uses only upstream wasmtime API, so that
-//! `precompile.rs` builds against pristine wasmtime too.
+//! `precompile.rs` and `pair_counts.rs` build against pristine wasmtime too.
 
 #![allow(dead_code, reason = "each bench uses a different subset")]
-
-/// Appends `value` as unsigned LEB128.
-fn leb(out: &mut Vec<u8>, mut value: u64) {
-    loop {
-        let byte = (value & 0x7f) as u8;
-        value >>= 7;
-        if value == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
-}
-
-fn section(out: &mut Vec<u8>, id: u8, content: &[u8]) {
-    out.push(id);
-    leb(out, content.len() as u64);
-    out.extend_from_slice(content);
-}
 
 /// A binary module whose memory is initialised by one `len`-byte data
 /// segment: its artifact is about `len` bytes larger than an empty one's.
 pub fn data_module(len: usize) -> Vec<u8> {
-    let mut wasm = b"\0asm\x01\0\0\0".to_vec();
+    use wasm_encoder::{ConstExpr, DataSection, MemorySection, MemoryType};
     let pages = (len as u64).div_ceil(65536) + 1;
-    let mut memory = vec![1, 0x00];
-    leb(&mut memory, pages);
-    section(&mut wasm, 5, &memory);
-    let mut data = vec![1, 0x00, 0x41, 0x00, 0x0b];
-    leb(&mut data, len as u64);
+    let mut memories = MemorySection::new();
+    memories.memory(MemoryType {
+        minimum: pages,
+        maximum: None,
+        memory64: false,
+        shared: false,
+        page_size_log2: None,
+    });
     let mut x = 0x2545_f491_4f6c_dd1du64;
-    data.extend((0..len).map(|_| {
+    let bytes = (0..len).map(|_| {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
         x as u8
-    }));
-    section(&mut wasm, 11, &data);
-    wasm
+    });
+    let mut data = DataSection::new();
+    data.active(0, &ConstExpr::i32_const(0), bytes);
+    let mut module = wasm_encoder::Module::new();
+    module.section(&memories).section(&data);
+    module.finish()
+}
+
+/// The module of the hit benchmarks: 2,300 functions of checked float
+/// truncations and divisions (each a few bytes of wasm, and tens of bytes of
+/// machine code with its trap checks), about 1 MB of wasm whose artifact is
+/// about 10 MB, the shape of the measurement.
+pub fn hit_module() -> String {
+    let mut wat = String::from("(module\n");
+    for f in 0..2300 {
+        wat.push_str(&format!(
+            "  (func (export \"f{f}\") (param f64 i64 i64) (result i64) (local i64)\n"
+        ));
+        for s in 0..50 {
+            wat.push_str(if s % 4 == 0 {
+                "    (local.set 3 (i64.div_s (local.get 3) (local.get 2)))\n"
+            } else {
+                "    (local.set 3 (i64.trunc_f64_s (f64.add (local.get 0) (f64.convert_i64_s (local.get 3)))))\n"
+            });
+        }
+        wat.push_str("    (local.get 3))\n");
+    }
+    wat.push_str(")\n");
+    wat
+}
+
+/// A configuration whose compiled code does not depend on the CPU it runs
+/// on: the host's triple with x86-64-v2's features (SSE4.2, POPCNT) instead
+/// of the detected ones. Under valgrind, which shows programs a CPU of its
+/// own, the artifacts prepared natively are still this engine's.
+pub fn fixed_cpu_config() -> wasmtime::Config {
+    let mut config = wasmtime::Config::new();
+    if cfg!(target_arch = "x86_64") {
+        config.target("x86_64-unknown-linux-gnu").unwrap();
+        for flag in [
+            "has_sse3",
+            "has_ssse3",
+            "has_sse41",
+            "has_sse42",
+            "has_popcnt",
+        ] {
+            // SAFETY: every x86-64 CPU valgrind and this project run on has
+            // these (x86-64-v2).
+            unsafe {
+                config.cranelift_flag_enable(flag);
+            }
+        }
+    }
+    config
 }
 
 /// A deterministic module with `funcs` functions of loops, arithmetic,

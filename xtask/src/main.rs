@@ -6,6 +6,7 @@
 //! `crates/wasmtime` exists: the root workspace cannot even resolve until
 //! `cargo xtask fork` has generated that directory.
 
+mod bench;
 mod fork;
 mod patchfile;
 mod tasks;
@@ -37,8 +38,9 @@ commands:
   test                         Every test: formatting, xtask's own tests, the
                                workspace tests, wasmtime's own --lib tests on the fork,
                                and the same for the 36 LTS line.
-  bench [--quick]              Criterion benchmarks, including the pristine-vs-fork
-                               comparison (see docs/performance.md).
+  bench [--quick]              Instruction counts (valgrind) of pristine vs fork and of
+                               the store's paths, then the criterion benchmarks, then
+                               a summary of every ratio (see docs/performance.md).
 ";
 
 fn main() -> ExitCode {
@@ -129,7 +131,7 @@ fn dispatch(args: &[String]) -> Result<()> {
                 [q] if q == "--quick" => true,
                 _ => bail!("usage: cargo xtask bench [--quick]"),
             };
-            tasks::bench(&root, quick)
+            bench::bench(&root, quick)
         }
         "help" | "--help" | "-h" => {
             print!("{USAGE}");

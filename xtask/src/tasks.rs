@@ -1,4 +1,4 @@
-//! The README's commands (`run`, `test`) and `bench`.
+//! The README's commands (`run`, `test`) and the pieces `bench` shares.
 
 use crate::fork::{self, ForkOptions, Line};
 use crate::{cargo, run};
@@ -26,9 +26,6 @@ pub fn run_main_job(root: &Path) -> Result<()> {
         .current_dir(root)
         .args(["run", "--locked", "--quiet", "--bin", "cwasm", "--", "demo"]))
 }
-
-/// Alternating pristine/fork rounds of the precompile comparison.
-const PRECOMPILE_ROUNDS: usize = 3;
 
 /// wasmtime unit tests that fail in this project's CI sandbox on pristine
 /// wasmtime 48.0.8 too (and on upstream `main`), for reasons unrelated to the series; see
@@ -257,68 +254,8 @@ fn check_lts36_golden_against_pristine(root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `cargo xtask bench`: every criterion benchmark, the pristine-vs-fork
-/// comparison of `precompile_module`, and `openssl speed` for reference.
-pub fn bench(root: &Path, quick: bool) -> Result<()> {
-    ensure_fork(root, fork::default_line())?;
-    let criterion_home = root.join("target/criterion");
-    let criterion_args: &[&str] = if quick { &["--quick"] } else { &[] };
-
-    // 1. The same bench file against pristine wasmtime 48.0.8 and against
-    //    the fork, alternating, because this kind of machine drifts by
-    //    several percent between consecutive runs: each round saves the
-    //    criterion baseline `pristine` and compares the fork against it.
-    let pristine = pristine_workspace(root)?;
-    let fork_bench = |bench: &str, env: &[(String, String)], extra: &[&str]| {
-        let mut cmd = cargo();
-        cmd.current_dir(root)
-            .env("CRITERION_HOME", &criterion_home)
-            .envs(env.iter().cloned())
-            .args(["bench", "--locked", "-p", "cwasm-benches", "--bench", bench])
-            .arg("--")
-            .args(extra)
-            .args(criterion_args);
-        run(&mut cmd)
-    };
-    let mut ratios = Vec::new();
-    for _ in 0..PRECOMPILE_ROUNDS {
-        let mut cmd = cargo();
-        cmd.current_dir(&pristine)
-            .env("CRITERION_HOME", &criterion_home)
-            .args(["bench", "--bench", "precompile", "--"])
-            .args(["--save-baseline", "pristine"])
-            .args(criterion_args);
-        run(&mut cmd)?;
-        // `--baseline pristine`: criterion reports the change against it.
-        fork_bench("precompile", &[], &["--baseline", "pristine"])?;
-        ratios.push(baseline_ratio(&criterion_home.join("precompile_module"))?);
-    }
-
-    // 2. Everything else, on the fork.
-    let s3 = S3Server::start(root)?;
-    for bench in ["hash", "reader", "store", "sha256"] {
-        fork_bench(bench, &s3.env(), &[])?;
-    }
-
-    // 3. The reference the SHA-256 figures are read against.
-    match run(Command::new("openssl").args(["speed", "-evp", "sha256", "-seconds", "2"])) {
-        Ok(()) => {}
-        Err(e) => eprintln!("note: no `openssl speed` reference: {e:#}"),
-    }
-
-    let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.3}")).collect();
-    ratios.sort_by(f64::total_cmp);
-    println!(
-        "\nprecompile_module, fork / pristine (mean of each round): {}; median {:.3}",
-        shown.join(", "),
-        ratios[ratios.len() / 2]
-    );
-    println!("criterion's reports: {}", criterion_home.display());
-    Ok(())
-}
-
-/// Builds `target/xtask-pristine`: the registry package unpatched, and a
-/// bench package whose only bench is `benches/precompile.rs`.
+/// Builds `target/xtask-pristine`: the registry package unpatched, and the
+/// oracle of `tests/oracle.rs` built against it.
 fn pristine_workspace(root: &Path) -> Result<PathBuf> {
     let dir = root.join("target/xtask-pristine");
     let upstream = fork::upstream_dir(root, fork::default_line())?;
@@ -337,13 +274,11 @@ fn pristine_workspace(root: &Path) -> Result<PathBuf> {
         std::fs::write(&manifest, text.replacen("\nresolver = \"2\"\n", "\n", 1))?;
         std::fs::rename(&partial, dir.join("wasmtime"))?;
     }
-    std::fs::create_dir_all(dir.join("bench"))?;
-    let benches = root.join("benches");
     // `[patch]`: crates that ask for wasmtime from the registry (the shared
     // test-support crate) get the pristine package too.
     std::fs::write(
         dir.join("Cargo.toml"),
-        "[workspace]\nmembers = [\"wasmtime\", \"bench\", \"oracle\"]\nresolver = \"3\"\n\n\
+        "[workspace]\nmembers = [\"wasmtime\", \"oracle\"]\nresolver = \"3\"\n\n\
          [patch.crates-io]\nwasmtime = { path = \"wasmtime\" }\n",
     )?;
     // The oracle of `tests/oracle.rs`: the same source as the fork's
@@ -361,46 +296,15 @@ fn pristine_workspace(root: &Path) -> Result<PathBuf> {
             support.join("src/bin/cwasm-oracle.rs").display()
         ),
     )?;
-    std::fs::write(
-        dir.join("bench/Cargo.toml"),
-        format!(
-            "[package]\nname = \"pristine-bench\"\nversion = \"0.0.0\"\nedition = \"2024\"\n\
-             publish = false\nautobenches = false\n\n[dev-dependencies]\n\
-             criterion = {{ version = \"0.8\", default-features = false, features = [\"cargo_bench_support\"] }}\n\
-             wasmtime = {{ path = \"../wasmtime\" }}\nwat = \"1\"\n\n\
-             [[bench]]\nname = \"precompile\"\npath = \"{}\"\nharness = false\n",
-            benches.join("precompile.rs").display()
-        ),
-    )?;
     // Same dependency versions as the fork's build.
     std::fs::copy(root.join("Cargo.lock"), dir.join("Cargo.lock"))?;
     Ok(dir)
 }
 
-/// Mean time of the latest run (the fork's, in criterion's `new`) over the
-/// `pristine` baseline, for the single benchmark in criterion's `group`
-/// directory.
-fn baseline_ratio(group: &Path) -> Result<f64> {
-    let mean = |baseline: &str| -> Result<f64> {
-        for entry in std::fs::read_dir(group)? {
-            let path = entry?.path().join(baseline).join("estimates.json");
-            if path.exists() {
-                let json: serde_json::Value =
-                    serde_json::from_str(&std::fs::read_to_string(&path)?)?;
-                return json["mean"]["point_estimate"]
-                    .as_f64()
-                    .with_context(|| format!("no mean in {}", path.display()));
-            }
-        }
-        bail!("no `{baseline}` estimates under {}", group.display())
-    };
-    Ok(mean("new")? / mean("pristine")?)
-}
-
 /// moto's S3 server, installed from the Python package registry into
 /// `target/moto-venv` on first use and started on a free loopback port for
 /// the duration of the tests.
-struct S3Server {
+pub(crate) struct S3Server {
     child: std::process::Child,
     port: u16,
 }
@@ -409,7 +313,7 @@ const MOTO: &str = "moto[server]==5.2.5";
 const TEST_BUCKET: &str = "cwasm-test";
 
 impl S3Server {
-    fn start(root: &Path) -> Result<S3Server> {
+    pub(crate) fn start(root: &Path) -> Result<S3Server> {
         let venv = root.join("target/moto-venv");
         let server = venv.join("bin/moto_server");
         if !server.exists() {
@@ -467,7 +371,7 @@ impl S3Server {
         Ok(())
     }
 
-    fn env(&self) -> Vec<(String, String)> {
+    pub(crate) fn env(&self) -> Vec<(String, String)> {
         [
             ("CWASM_TEST_S3_URL", format!("s3://{TEST_BUCKET}")),
             ("CWASM_REQUIRE_S3", "1".into()),

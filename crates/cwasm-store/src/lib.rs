@@ -41,7 +41,10 @@
 //! With an HMAC key, someone who can write to the store's directory or
 //! bucket but lacks the key can cause misses and recompiles, never a load of
 //! bytes whose tag did not verify, a hang, unbounded memory, or a read or
-//! write outside the store's root. Without a key, the checks guard against
+//! write outside the store's root. (A *private* local entry, which only the
+//! store's own user can have written, is verified once, when it enters the
+//! tier, and then memory-mapped like an unkeyed hit; see
+//! [`StoreConfig::reverify_private_entries`].) Without a key, the checks guard against
 //! misfiled and damaged artifacts only: the directory must then be writable
 //! by trusted users only. docs/store.md has the details.
 //!

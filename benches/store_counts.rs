@@ -1,0 +1,148 @@
+//! `store_counts prepare <dir>`, then `store_counts <op> <dir> <n>`: the
+//! fork's hash, reader and hit paths, one operation `n` times, for `cargo
+//! xtask bench` to count instructions under valgrind (cachegrind).
+//!
+//! `prepare` runs natively: it compiles the hit module (about 1 MB of wasm,
+//! a 10 MB artifact) into an unkeyed store, a keyed store and wasmtime's own
+//! cache, all with an engine whose code does not depend on the CPU (so that
+//! the engine under valgrind is the same). Each operation's cost is then the
+//! difference of two counts over the difference of their `n`: the setup
+//! (opening the stores, the first call that hashes a file) cancels out.
+
+mod common;
+
+use cwasm_store::{ArtifactStore, Digest, LocalDir, StoreConfig};
+use std::hash::{Hash, Hasher};
+use std::hint::black_box;
+use std::path::Path;
+use wasmtime::{Cache, CacheConfig, Engine, Module, Result, bail};
+
+/// Every operation, in the order `cargo xtask bench` reports them.
+const OPS: &[&str] = &[
+    "engine",
+    "hash-cold",
+    "hash-warm",
+    "upstream-hash",
+    "detect",
+    "detect-file",
+    "deserialize-file",
+    "hit",
+    "hit-digest",
+    "hit-file",
+    "hit-keyed",
+    "hit-keyed-reverify",
+    "wasmtime-cache-hit",
+];
+
+const KEY: &[u8] = b"a 32-byte key for the bench only";
+
+fn new_engine(cache: Option<&Path>) -> Result<Engine> {
+    let mut config = common::fixed_cpu_config();
+    config.parallel_compilation(false);
+    if let Some(dir) = cache {
+        let mut cache = CacheConfig::new();
+        cache.with_directory(dir);
+        config.cache(Some(Cache::new(cache)?));
+    }
+    Engine::new(&config)
+}
+
+fn keyed(dir: &Path, reverify: bool) -> Result<ArtifactStore> {
+    let config = StoreConfig {
+        hmac_key: Some(KEY.to_vec()),
+        reverify_private_entries: reverify,
+        ..StoreConfig::default()
+    };
+    ArtifactStore::new(Some(LocalDir::new(dir.join("keyed"))?), None, config)
+}
+
+fn prepare(dir: &Path) -> Result<()> {
+    let wasm = wat::parse_str(common::hit_module())?;
+    std::fs::write(dir.join("app.wasm"), &wasm)?;
+    let engine = new_engine(None)?;
+    std::fs::write(dir.join("app.cwasm"), engine.precompile_module(&wasm)?)?;
+    ArtifactStore::open(dir.join("store"))?.get_or_compile_module(&engine, &wasm)?;
+    keyed(dir, false)?.get_or_compile_module(&engine, &wasm)?;
+    Module::new(&new_engine(Some(&dir.join("wasmtime-cache")))?, &wasm)?;
+    // `hit-file` remembers the digest only of a file that has settled.
+    std::thread::sleep(std::time::Duration::from_millis(3200));
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match &args[..] {
+        [op, dir] if op == "prepare" => prepare(Path::new(dir)),
+        [op, dir, n] if OPS.contains(&op.as_str()) => run(op, Path::new(dir), n.parse()?),
+        _ => bail!(
+            "usage: store_counts prepare <dir> | store_counts <op> <dir> <n>; ops: {}",
+            OPS.join(", ")
+        ),
+    }
+}
+
+fn run(op: &str, dir: &Path, n: usize) -> Result<()> {
+    let wasm_file = dir.join("app.wasm");
+    let artifact_file = dir.join("app.cwasm");
+    let wasm = std::fs::read(&wasm_file)?;
+    let artifact = std::fs::read(&artifact_file)?;
+    let engine = new_engine(None)?;
+    let digest = Digest::of(&wasm);
+    let store = ArtifactStore::open(dir.join("store"))?;
+    let keyed_store = keyed(dir, false)?;
+    let reverifying = keyed(dir, true)?;
+    let cached = new_engine(Some(&dir.join("wasmtime-cache")))?;
+    // The first call of each path outside the loop: one-time work (the
+    // engine's hash, the file's first hashing) is setup.
+    engine.serialization_compatibility_hash()?;
+    store.get_or_compile_module_file(&engine, &wasm_file)?;
+    for _ in 0..n {
+        match op {
+            "engine" => drop(black_box(new_engine(None)?)),
+            "hash-cold" => {
+                let fresh = new_engine(None)?;
+                black_box(fresh.serialization_compatibility_hash()?);
+            }
+            "hash-warm" => drop(black_box(engine.serialization_compatibility_hash())),
+            "upstream-hash" => {
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                engine.precompile_compatibility_hash().hash(&mut hasher);
+                black_box(hasher.finish());
+            }
+            "detect" => {
+                black_box(Engine::detect_serialization_compatibility_hash(black_box(
+                    &artifact,
+                )));
+            }
+            "detect-file" => {
+                black_box(Engine::detect_serialization_compatibility_hash_file(
+                    &artifact_file,
+                )?);
+            }
+            // SAFETY: compiled by this engine in `prepare`.
+            "deserialize-file" => drop(black_box(unsafe {
+                Module::deserialize_file(&engine, &artifact_file)?
+            })),
+            "hit" => drop(black_box(store.get_or_compile_module(&engine, &wasm)?)),
+            "hit-digest" => drop(black_box(
+                store.get_or_compile_module_with_digest(&engine, &wasm, digest)?,
+            )),
+            "hit-file" => drop(black_box(
+                store.get_or_compile_module_file(&engine, &wasm_file)?,
+            )),
+            "hit-keyed" => drop(black_box(
+                keyed_store.get_or_compile_module(&engine, &wasm)?,
+            )),
+            "hit-keyed-reverify" => drop(black_box(
+                reverifying.get_or_compile_module(&engine, &wasm)?,
+            )),
+            "wasmtime-cache-hit" => drop(black_box(Module::new(&cached, &wasm)?)),
+            _ => unreachable!("checked in main"),
+        }
+    }
+    let all = [&store, &keyed_store, &reverifying];
+    if all.iter().any(|s| s.stats().compiles > 0) {
+        bail!("a store missed: the engine differs from the one `prepare` used");
+    }
+    Ok(())
+}
