@@ -600,6 +600,33 @@ impl Backend for ObjectStoreBackend {
         })
     }
 
+    /// A conditional PUT (`If-None-Match: *`): of two hosts writing at
+    /// once, exactly one creates the object. Falls back to a GET then a PUT
+    /// on stores without conditional writes.
+    fn write_new(&self, path: &str, bytes: &[u8]) -> Result<()> {
+        use object_store::{PutMode, PutOptions};
+        let object = self.object(path);
+        let payload = PutPayload::from(bytes.to_vec());
+        let created = self.run(async {
+            let opts = PutOptions {
+                mode: PutMode::Create,
+                ..PutOptions::default()
+            };
+            match self.store.put_opts(&object, payload, opts).await {
+                Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(true),
+                Err(
+                    object_store::Error::NotImplemented { .. }
+                    | object_store::Error::NotSupported { .. },
+                ) => Ok(false),
+                Err(e) => Err(format_err!("failed to write {}/{path}: {e}", self.url)),
+            }
+        })?;
+        if !created && self.read(path)?.is_none() {
+            self.write(path, bytes)?;
+        }
+        Ok(())
+    }
+
     fn delete(&self, path: &str) -> Result<()> {
         let object = self.object(path);
         self.run(async {

@@ -48,95 +48,71 @@ pub fn inspect(artifact: &[u8]) -> Result<ArtifactInfo> {
         Some(Precompiled::Component) => "component",
         None => bail!("not a wasmtime artifact (no wasmtime ELF header)"),
     };
-    let hash = Engine::detect_serialization_compatibility_hash(artifact)
-        .context("a wasmtime ELF header, but no readable engine section")?;
     let file = object::File::parse(artifact).context("not a readable ELF file")?;
     let section = file
         .section_by_name(ENGINE_SECTION)
-        .context("no engine section")?
+        .context("a wasmtime ELF header, but no engine section")?
         .data()
         .context("unreadable engine section")?;
-    let mut r = Reader(section);
-    let layout = r.byte().context("empty engine section")?;
-    let len = usize::from(r.byte().context("truncated engine section")?);
-    let version = String::from_utf8_lossy(r.take(len).context("truncated version string")?);
+    // The hash is by definition the SHA-256 of the section's bytes
+    // (`Engine::serialization_compatibility_hash`).
+    let hash = crate::Digest::of(section);
+    let (&layout, rest) = section.split_first().context("empty engine section")?;
+    let (&len, rest) = rest.split_first().context("truncated engine section")?;
+    let (version, metadata) = rest
+        .split_at_checked(usize::from(len))
+        .context("truncated version string")?;
     let mut info = ArtifactInfo {
         kind,
-        engine_hash: hash.iter().map(|b| format!("{b:02x}")).collect(),
-        version: version.into_owned(),
+        engine_hash: hash.to_string(),
+        version: String::from_utf8_lossy(version).into_owned(),
         target: "unknown".into(),
         shared_flags: Vec::new(),
         isa_flags: Vec::new(),
         engine_section_len: section.len(),
     };
-    if layout == 0
-        && let Some((target, shared, isa)) = metadata_v0(&mut r)
+    // Layouts 0 and 1 (1: the series' codegen settings follow) start alike.
+    if layout <= 1
+        && let Ok((m, _rest)) = postcard::take_from_bytes::<MetadataPrefix<'_>>(metadata)
     {
-        info.target = target;
-        info.shared_flags = shared;
-        info.isa_flags = isa;
+        info.target = m.target.to_string();
+        info.shared_flags = m.shared_flags.into_iter().map(FlagSetting::from).collect();
+        info.isa_flags = m.isa_flags.into_iter().map(FlagSetting::from).collect();
     }
     Ok(info)
 }
 
-/// Target and flags of wasmtime 48's postcard-encoded `Metadata`.
-fn metadata_v0(r: &mut Reader<'_>) -> Option<(String, Vec<FlagSetting>, Vec<FlagSetting>)> {
-    let target = r.string()?;
-    let shared = r.flags()?;
-    let isa = r.flags()?;
-    Some((target, shared, isa))
+/// The leading fields of wasmtime 48's `Metadata` (postcard, serde): the
+/// target and Cranelift's settings, as `wasmtime_environ`'s `FlagValue`.
+/// The fields after them (tunables, features) are not decoded.
+#[derive(serde::Deserialize)]
+struct MetadataPrefix<'a> {
+    target: &'a str,
+    #[serde(borrow)]
+    shared_flags: Vec<(&'a str, FlagValue<'a>)>,
+    #[serde(borrow)]
+    isa_flags: Vec<(&'a str, FlagValue<'a>)>,
 }
 
-/// Just enough of postcard's encoding for the fields above.
-struct Reader<'a>(&'a [u8]);
+/// `wasmtime_environ::FlagValue`, variant for variant.
+#[derive(serde::Deserialize)]
+enum FlagValue<'a> {
+    Enum(&'a str),
+    Num(u8),
+    Bool(bool),
+}
 
-impl<'a> Reader<'a> {
-    fn byte(&mut self) -> Option<u8> {
-        let (&b, rest) = self.0.split_first()?;
-        self.0 = rest;
-        Some(b)
-    }
-
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.0.len() < n {
-            return None;
+impl From<(&str, FlagValue<'_>)> for FlagSetting {
+    fn from((name, value): (&str, FlagValue<'_>)) -> FlagSetting {
+        let value = match value {
+            FlagValue::Enum(s) => s.to_string(),
+            FlagValue::Num(n) => n.to_string(),
+            FlagValue::Bool(b) => b.to_string(),
+        };
+        FlagSetting {
+            name: name.to_string(),
+            value,
         }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Some(head)
-    }
-
-    fn varint(&mut self) -> Option<u64> {
-        let mut value = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = self.byte()?;
-            value |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Some(value);
-            }
-        }
-        None
-    }
-
-    fn string(&mut self) -> Option<String> {
-        let len = usize::try_from(self.varint()?).ok()?;
-        String::from_utf8(self.take(len)?.to_vec()).ok()
-    }
-
-    fn flags(&mut self) -> Option<Vec<FlagSetting>> {
-        let n = self.varint()?;
-        let mut out = Vec::new();
-        for _ in 0..n {
-            let name = self.string()?;
-            let value = match self.varint()? {
-                0 => self.string()?,
-                1 => self.byte()?.to_string(),
-                2 => (self.byte()? != 0).to_string(),
-                _ => return None,
-            };
-            out.push(FlagSetting { name, value });
-        }
-        Some(out)
     }
 }
 
@@ -176,6 +152,25 @@ mod tests {
 
         let component = engine.precompile_component(b"(component)").unwrap();
         assert_eq!(inspect(&component).unwrap().kind, "component");
+    }
+
+    /// A setting the series records after `Metadata` (layout byte 1) leaves
+    /// the leading fields readable.
+    #[test]
+    fn reads_the_target_of_layout_1_sections() {
+        let mut config = wasmtime::Config::new();
+        config.target("x86_64-unknown-linux-gnu").unwrap();
+        config.memory_guaranteed_dense_image_size(1 << 20);
+        let artifact = Engine::new(&config)
+            .unwrap()
+            .precompile_module(b"(module)")
+            .unwrap();
+        let file = object::File::parse(&artifact[..]).unwrap();
+        let section = file.section_by_name(ENGINE_SECTION).unwrap();
+        assert_eq!(section.data().unwrap()[0], 1, "not a layout 1 section");
+        let info = inspect(&artifact).unwrap();
+        assert_eq!(info.target, "x86_64-unknown-linux-gnu");
+        assert!(!info.shared_flags.is_empty());
     }
 
     #[test]

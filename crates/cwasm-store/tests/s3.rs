@@ -315,3 +315,38 @@ fn a_multi_gib_zstd_bomb_in_s3_is_never_inflated() -> Result<()> {
     assert!(start.elapsed() < std::time::Duration::from_secs(30));
     Ok(())
 }
+
+/// `write_new` (how engine descriptors are written) is a conditional PUT
+/// against a real S3 server: the first object stays, and writers racing
+/// for one name all succeed, leaving one whole object.
+#[test]
+fn write_new_keeps_the_first_object() -> Result<()> {
+    let Some(url) = s3_url() else { return Ok(()) };
+    let bucket = ObjectStoreBackend::open(&format!("{url}/write-new-{}", std::process::id()))?;
+    bucket.write_new("e/engine.json", b"first")?;
+    bucket.write_new("e/engine.json", b"second")?;
+    assert_eq!(
+        bucket.read("e/engine.json")?.as_deref(),
+        Some(&b"first"[..])
+    );
+    let bucket = std::sync::Arc::new(bucket);
+    let start = std::sync::Arc::new(std::sync::Barrier::new(8));
+    let writers: Vec<_> = (0..8u8)
+        .map(|i| {
+            let (bucket, start) = (bucket.clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                bucket.write_new("race/engine.json", &[i; 64])
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap()?;
+    }
+    let got = bucket.read("race/engine.json")?.unwrap();
+    assert!(
+        got.len() == 64 && got.iter().all(|b| *b == got[0]),
+        "{got:?}"
+    );
+    Ok(())
+}

@@ -46,6 +46,7 @@ fn open(dir: &Path, keyed: bool) -> ArtifactStore {
 
 /// The child: random operations until killed, one line per event.
 #[test]
+#[ignore = "a child process of the soak tests, which run it"]
 fn soak_child() {
     let Some(dir) = std::env::var_os(CHILD_ENV) else {
         return;
@@ -107,11 +108,17 @@ fn soak_child() {
 
 fn spawn(dir: &Path, keyed: bool, seed: u64) -> Child {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--exact", "soak_child", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, dir)
-        .env("CWASM_SOAK_SEED", seed.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    cmd.args([
+        "--ignored",
+        "--exact",
+        "soak_child",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(CHILD_ENV, dir)
+    .env("CWASM_SOAK_SEED", seed.to_string())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
     if keyed {
         cmd.env("CWASM_SOAK_KEYED", "1");
     }
