@@ -365,6 +365,16 @@ fn inspect(file: &Path, json: bool) -> Result<()> {
 }
 
 /// Whether `bytes` (binary or text) is a component rather than a core module.
+/// The first 4 KiB of `file`: enough for [`is_component`].
+fn head(file: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(file)
+        .and_then(|f| f.take(4096).read_to_end(&mut bytes))
+        .with_context(|| format!("failed to read {}", file.display()))?;
+    Ok(bytes)
+}
+
 fn is_component(bytes: &[u8]) -> bool {
     if bytes.starts_with(b"\0asm") {
         // Core modules have version 1, layer 0; components layer 1.
@@ -394,6 +404,16 @@ fn compile(
 ) -> Result<()> {
     let engine = flags.engine()?;
     let store = store.open()?;
+    // Digests of unchanged files, remembered from earlier runs (in the
+    // user's cache directory, next to the default store).
+    let remembered = default_store()
+        .ok()
+        .map(|dir| dir.with_file_name("cwasm-remembered-digests.json"));
+    if let Some(file) = &remembered
+        && let Err(e) = store.load_remembered_digests(file)
+    {
+        eprintln!("warning: {e:#}");
+    }
     let progress = (!json && std::io::stderr().is_terminal()).then(|| {
         let bar = indicatif::ProgressBar::new(files.len() as u64);
         bar.set_style(
@@ -429,6 +449,11 @@ fn compile(
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
+    if let Some(file) = &remembered
+        && let Err(e) = store.save_remembered_digests(file)
+    {
+        eprintln!("warning: {e:#}");
+    }
     if json {
         print_json(&results)?;
     }
@@ -448,16 +473,17 @@ fn compile_one(engine: &Engine, store: &ArtifactStore, file: &Path) -> Compiled 
         error: None,
     };
     let result = (|| -> Result<()> {
-        let bytes =
-            std::fs::read(file).with_context(|| format!("failed to read {}", file.display()))?;
-        let key = Key::new(engine, &bytes)?;
+        // By path: an unchanged file's digest is remembered (across runs,
+        // see `compile`), so it is not hashed again.
+        let digest = store.file_digest(file)?;
+        let key = Key::with_wasm_digest(engine, digest)?;
         out.engine = key.engine.to_string();
         out.wasm = key.wasm.to_string();
-        if is_component(&bytes) {
+        if is_component(&head(file)?) {
             out.kind = "component";
-            store.get_or_compile_component(engine, &bytes)?;
+            store.get_or_compile_component_file(engine, file)?;
         } else {
-            store.get_or_compile_module(engine, &bytes)?;
+            store.get_or_compile_module_file(engine, file)?;
         }
         Ok(())
     })();

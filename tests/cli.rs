@@ -331,3 +331,61 @@ fn compile_json_keeps_the_order_of_the_files() {
     let given: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
     assert_eq!(listed, given);
 }
+
+/// `cwasm compile` remembers the digests of settled files across runs, in
+/// the user's cache directory, and never trusts them for a changed file or
+/// from a file other users can write.
+#[test]
+fn compile_remembers_digests_of_unchanged_files_across_runs() {
+    use sha2::Digest as _;
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let file = dir.path().join("app.wat");
+    let compile = || -> serde_json::Value {
+        let out = stdout(
+            cwasm()
+                .env("XDG_CACHE_HOME", cache.path())
+                .args(["compile", "--json", "--store"])
+                .arg(&store)
+                .arg(&file),
+        );
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()[0].clone()
+    };
+    let sha = |bytes: &[u8]| format!("{:x}", sha2::Sha256::digest(bytes));
+    std::fs::write(
+        &file,
+        "(module (func (export \"answer\") (result i32) i32.const 1))",
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(3200));
+    assert_eq!(compile()["wasm"], sha(&std::fs::read(&file).unwrap()));
+    let remembered = cache.path().join("cwasm-remembered-digests.json");
+    let text = std::fs::read_to_string(&remembered).unwrap();
+    assert!(
+        text.contains(&sha(&std::fs::read(&file).unwrap())),
+        "{text}"
+    );
+    // Rewritten in place with the same size: a new digest, not the old one.
+    std::fs::write(
+        &file,
+        "(module (func (export \"answer\") (result i32) i32.const 2))",
+    )
+    .unwrap();
+    assert_eq!(compile()["wasm"], sha(&std::fs::read(&file).unwrap()));
+    // A file other users can write is not used, and says so.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&remembered, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = cwasm()
+        .env("XDG_CACHE_HOME", cache.path())
+        .args(["compile", "--store"])
+        .arg(&store)
+        .arg(&file)
+        .assert()
+        .success()
+        .get_output()
+        .stderr
+        .clone();
+    let stderr = String::from_utf8(out).unwrap();
+    assert!(stderr.contains("writable by other users"), "{stderr}");
+}

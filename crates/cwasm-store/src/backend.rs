@@ -92,8 +92,9 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
 /// exclusively under a random name, are flushed with `fsync`, and renamed
 /// over the destination, and the directory is synced: readers never see a
 /// partial file, and a crash leaves at most a stray temporary file (named
-/// `.tmp-*`, removed by eviction after an hour). Reads refresh the file's
-/// modification time, which eviction uses as the time of last use.
+/// `.tmp-*`, removed by eviction after an hour). Hits refresh the file's
+/// modification time, which eviction uses as the time of last use (at most
+/// once a minute per entry).
 ///
 /// Nothing is ever read or written outside the root, whatever someone with
 /// write access to it plants there: engine directories and entries that are
@@ -277,7 +278,7 @@ impl Backend for LocalDir {
             Opened::Missing => Fetched::Missing,
             Opened::NotAFile(what) => Fetched::NotAnObject(what),
             Opened::TooLarge(len) => Fetched::TooLarge(len),
-            Opened::File(file, len, _) => {
+            Opened::File(file, len, ..) => {
                 Fetched::Bytes(read_all(&file, len, limit).with_context(|| {
                     format!("failed to read {}", self.root.join(path).display())
                 })?)

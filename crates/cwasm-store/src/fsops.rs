@@ -36,9 +36,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub(crate) enum Opened {
     /// No such entry.
     Missing,
-    /// A regular file of `len` bytes, open for reading, and whether it is
-    /// private (see the module documentation).
-    File(File, u64, bool),
+    /// A regular file of `len` bytes, open for reading, whether it is
+    /// private (see the module documentation), and its modification time.
+    File(File, u64, bool, std::time::SystemTime),
     /// Something that is not an entry: a symbolic link, a FIFO, a device, a
     /// directory. Never read.
     NotAFile(String),
@@ -136,7 +136,12 @@ impl Root {
         let private = only_ours(&stat)
             && only_ours(&fstat(dir.fd()).map_err(io)?)
             && (matches!(dir, Dir::Root(_)) || only_ours(&fstat(&*self.fd).map_err(io)?));
-        Ok(Opened::File(File::from(fd), len, private))
+        let modified = std::time::UNIX_EPOCH
+            + std::time::Duration::new(
+                u64::try_from(stat.st_mtime).unwrap_or(0),
+                u32::try_from(stat.st_mtime_nsec).unwrap_or(0),
+            );
+        Ok(Opened::File(File::from(fd), len, private, modified))
     }
 
     /// Replaces `path` atomically with `bytes`.

@@ -15,13 +15,20 @@
 //! change is at least [`SETTLED`] older than the moment it was examined: any
 //! later change then gets a later time stamp. A file that changed more
 //! recently is hashed on every call until it settles.
+//!
+//! The memory lives in the `ArtifactStore`; a program that runs once per
+//! lookup (the `cwasm` CLI) saves it to a file only its user can write and
+//! loads it again next time.
 
 use crate::digest::Digest;
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use wasmtime::error::Context;
+use wasmtime::{Result, bail};
 
 /// How much older than "now" a file's last change must be for its digest
 /// to be remembered: more than the coarsest time stamps in common use (one
@@ -32,7 +39,7 @@ pub(crate) const SETTLED: Duration = Duration::from_secs(3);
 const CAPACITY: usize = 4096;
 
 /// What `fstat` says of a file, as far as its contents go.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub(crate) struct FileStamp {
     dev: u64,
     ino: u64,
@@ -93,6 +100,62 @@ impl Remembered {
             digests.clear();
         }
         digests.insert(stamp, digest);
+    }
+
+    /// Adds the digests saved in `file` by [`Remembered::save`]. The file
+    /// and its directory must be writable by this user only: a digest
+    /// planted there would make a lookup load another module's artifact.
+    pub(crate) fn load(&self, file: &Path) -> Result<usize> {
+        let text = match std::fs::read_to_string(file) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e).with_context(|| format!("failed to read {}", file.display())),
+        };
+        let dir = file.parent().unwrap_or(Path::new("."));
+        for path in [file, dir] {
+            let m = std::fs::metadata(path)?;
+            if m.uid() != rustix::process::geteuid().as_raw() || m.mode() & 0o022 != 0 {
+                bail!(
+                    "not using the remembered digests in {}: {} is writable by other users",
+                    file.display(),
+                    path.display()
+                );
+            }
+        }
+        let saved: Vec<(FileStamp, Digest)> = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a file of remembered digests", file.display()))?;
+        let n = saved.len();
+        for (stamp, digest) in saved {
+            self.remember(stamp, digest);
+        }
+        Ok(n)
+    }
+
+    /// Writes every remembered digest to `file` (atomically, readable and
+    /// writable by this user only).
+    pub(crate) fn save(&self, file: &Path) -> Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let saved: Vec<(FileStamp, Digest)> = {
+            let digests = self.digests.lock().unwrap_or_else(PoisonError::into_inner);
+            digests.iter().map(|(s, d)| (*s, *d)).collect()
+        };
+        let json = serde_json::to_vec(&saved)?;
+        let tmp = file.with_extension(format!("tmp-{}", std::process::id()));
+        let written = (|| -> std::io::Result<()> {
+            let mut out = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            out.write_all(&json)?;
+            out.sync_all()?;
+            std::fs::rename(&tmp, file)
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written.with_context(|| format!("failed to write {}", file.display()))
     }
 }
 

@@ -18,6 +18,10 @@ use wasmtime::{Engine, Module, Result, bail, format_err};
 
 const DESCRIPTOR: &str = "engine.json";
 const GC_STAMP: &str = ".gc-stamp";
+/// A hit records its time of use (the entry's modification time, which
+/// eviction reads) only if the recorded one is older than this: a hot entry
+/// costs no extra `open` and `futimens` per hit.
+const TOUCH_INTERVAL: Duration = Duration::from_secs(60);
 /// A tag without its artifact is a write in progress (tags are written
 /// first) until it is this old.
 const ORPHAN_AGE: Duration = Duration::from_secs(60 * 60);
@@ -125,6 +129,13 @@ pub struct GcReport {
 impl serde::Serialize for Digest {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Digest, D::Error> {
+        let hex = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        hex.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -322,10 +333,7 @@ impl ArtifactStore {
     }
 
     fn get_or_compile_file(&self, engine: &Engine, path: &Path, kind: Kind) -> Result<Loaded> {
-        use std::io::Read;
-        let opened = || format!("failed to read {}", path.display());
-        let mut file = std::fs::File::open(path).with_context(opened)?;
-        let (stamp, _) = FileStamp::of(&file).with_context(opened)?;
+        let (mut file, stamp) = open_stamped(path)?;
         if let Some(digest) = self.remembered.get(&stamp) {
             let key = Key::with_wasm_digest(engine, digest)?;
             if let Some(loaded) = self.lookup(engine, &key, kind)? {
@@ -333,21 +341,62 @@ impl ArtifactStore {
                 return Ok(loaded);
             }
         }
-        let mut wasm = Vec::new();
-        file.read_to_end(&mut wasm).with_context(opened)?;
-        let digest = Digest::of(&wasm);
-        bump(&self.counters.files_hashed);
-        // Remembered only if the file did not change while it was read, and
-        // changed last long enough ago that a later change shows.
-        let (after, settled) = FileStamp::of(&file).with_context(opened)?;
-        if settled && after == stamp {
-            self.remembered.remember(stamp, digest);
-        }
+        let (digest, wasm) = self.hash_file(&mut file, stamp, path)?;
         let key = Key::with_wasm_digest(engine, digest)?;
         self.get_or_compile(engine, &key, kind, || match kind {
             Kind::Module => engine.precompile_module(&wasm),
             Kind::Component => engine.precompile_component(&wasm),
         })
+    }
+
+    /// The SHA-256 of the file at `path`: remembered, as for
+    /// [`ArtifactStore::get_or_compile_module_file`], or computed (and
+    /// remembered once the file has settled).
+    pub fn file_digest(&self, path: impl AsRef<Path>) -> Result<Digest> {
+        let path = path.as_ref();
+        let (mut file, stamp) = open_stamped(path)?;
+        match self.remembered.get(&stamp) {
+            Some(digest) => Ok(digest),
+            None => Ok(self.hash_file(&mut file, stamp, path)?.0),
+        }
+    }
+
+    /// Adds the file digests an earlier process saved to `file` with
+    /// [`ArtifactStore::save_remembered_digests`], and returns how many.
+    /// A missing file adds none; a file (or directory) that another user
+    /// can write is refused, since a planted digest would make a lookup
+    /// load another module's artifact.
+    pub fn load_remembered_digests(&self, file: impl AsRef<Path>) -> Result<usize> {
+        self.remembered.load(file.as_ref())
+    }
+
+    /// Saves the remembered file digests to `file` (atomically, mode 0600),
+    /// for a later process's [`ArtifactStore::load_remembered_digests`].
+    pub fn save_remembered_digests(&self, file: impl AsRef<Path>) -> Result<()> {
+        self.remembered.save(file.as_ref())
+    }
+
+    /// Reads and hashes the open `file` (whose stamp was `stamp`), and
+    /// remembers the digest if the file did not change while it was read
+    /// and changed last long enough ago that a later change shows.
+    fn hash_file(
+        &self,
+        file: &mut std::fs::File,
+        stamp: FileStamp,
+        path: &Path,
+    ) -> Result<(Digest, Vec<u8>)> {
+        use std::io::Read;
+        let mut wasm = Vec::new();
+        file.read_to_end(&mut wasm)
+            .with_context(|| format!("failed to read {}", path.display()))?;
+        let digest = Digest::of(&wasm);
+        bump(&self.counters.files_hashed);
+        let (after, settled) =
+            FileStamp::of(file).with_context(|| format!("failed to read {}", path.display()))?;
+        if settled && after == stamp {
+            self.remembered.remember(stamp, digest);
+        }
+        Ok((digest, wasm))
     }
 
     fn get_or_compile(
@@ -426,7 +475,7 @@ impl ArtifactStore {
         let path = key.artifact_path();
         if let Some(local) = &self.local {
             match self.read_checked(local, key, &path, true) {
-                Ok(Some(checked)) => {
+                Ok(Some((checked, used))) => {
                     // The artifact's kind is read only when wasmtime refuses
                     // it (reading it from a file parses the symbol table):
                     // a module asked for under a component's key is the
@@ -441,7 +490,9 @@ impl ArtifactStore {
                     let again = checked.try_clone();
                     match checked.probe(engine, kind, self.config.max_artifact_size) {
                         Ok(loaded) => {
-                            if let Err(e) = local.touch(&path) {
+                            if used_long_ago(used)
+                                && let Err(e) = local.touch(&path)
+                            {
                                 tracing::debug!(error = %format!("{e:#}"), "could not record last use");
                             }
                             return Ok(Some(loaded));
@@ -550,11 +601,11 @@ impl ArtifactStore {
         key: &Key,
         path: &str,
         prefer_file: bool,
-    ) -> Result<Option<Loaded>, Rejected> {
+    ) -> Result<Option<(Loaded, SystemTime)>, Rejected> {
         let limit = self.config.max_artifact_size;
-        let (file, len, private) = match local.open_entry(path, limit) {
+        let (file, len, private, used) = match local.open_entry(path, limit) {
             Ok(Opened::Missing) => return Ok(None),
-            Ok(Opened::File(file, len, private)) => (file, len, private),
+            Ok(Opened::File(file, len, private, used)) => (file, len, private, used),
             Ok(Opened::NotAFile(what)) => return Err(Rejected(what)),
             Ok(Opened::TooLarge(len)) => {
                 self.skip(
@@ -578,7 +629,7 @@ impl ArtifactStore {
                 Err(e) => Err(Rejected(format!("unreadable: {e:#}"))),
                 Ok(found) => {
                     check_stamp(key, found)?;
-                    Ok(Some(Loaded::Open(file, len)))
+                    Ok(Some((Loaded::Open(file, len), used)))
                 }
             };
         }
@@ -590,7 +641,7 @@ impl ArtifactStore {
         }
         // The bytes that were verified are the ones to load: re-opening the
         // file would let a writer swap it after the check.
-        Ok(Some(Loaded::Bytes(bytes)))
+        Ok(Some((Loaded::Bytes(bytes), used)))
     }
 
     /// An entry left in place and treated as a miss.
@@ -695,9 +746,11 @@ impl ArtifactStore {
         let path = key.artifact_path();
         if let Some(local) = &self.local {
             match self.read_checked(local, key, &path, false) {
-                Ok(Some(Loaded::Bytes(bytes))) => {
+                Ok(Some((Loaded::Bytes(bytes), used))) => {
                     bump(&self.counters.hits);
-                    let _ = local.touch(&path);
+                    if used_long_ago(used) {
+                        let _ = local.touch(&path);
+                    }
                     return Ok(Some(bytes));
                 }
                 Ok(_) => {}
@@ -1055,6 +1108,23 @@ fn write_entry(
         backend.write(&key.tag_path(), &mac.finalize().into_bytes())?;
     }
     backend.write(&path, stored)
+}
+
+/// Whether an entry last recorded as used at `used` should be touched.
+fn used_long_ago(used: SystemTime) -> bool {
+    match SystemTime::now().duration_since(used) {
+        Ok(ago) => ago >= TOUCH_INTERVAL,
+        // Recorded in the future (a clock set back): record now.
+        Err(_) => true,
+    }
+}
+
+/// `path` opened for reading, and its stamp.
+fn open_stamped(path: &Path) -> Result<(std::fs::File, FileStamp)> {
+    let opened = || format!("failed to read {}", path.display());
+    let file = std::fs::File::open(path).with_context(opened)?;
+    let (stamp, _) = FileStamp::of(&file).with_context(opened)?;
+    Ok((file, stamp))
 }
 
 /// Why an entry was refused.
