@@ -435,11 +435,10 @@ impl Pair {
         ];
         for (side, source) in [&pristine, &fork_side].into_iter().zip(sources) {
             sync_dir(&source, &side.dir.join("wasmtime"))?;
-            // The registry package declares `resolver = "2"` for itself; a
-            // member may not, so both copies drop it.
+            // Both copies become workspace members the same way.
             let manifest = side.dir.join("wasmtime/Cargo.toml");
             let text = std::fs::read_to_string(&manifest)?;
-            let stripped = text.replacen("\nresolver = \"2\"\n", "\n", 1);
+            let stripped = fork::as_member_manifest(&text);
             if stripped != text {
                 std::fs::write(&manifest, stripped)?;
             }

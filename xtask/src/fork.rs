@@ -494,7 +494,7 @@ fn sync_normalized_manifest(dir: &Path, line: &Line) -> Result<()> {
         .and_then(|d| d.as_table())
         .context("Cargo.toml.orig has no [dependencies]")?;
 
-    let mut text = git_norm.replacen("\nresolver = \"2\"\n", "\n", 1);
+    let mut text = as_member_manifest(&git_norm);
     for (name, spec) in want {
         if have.contains_key(name) {
             continue;
@@ -568,6 +568,12 @@ pub fn git_am(dir: &Path, mbox: &Path) -> Result<Option<String>> {
 
 fn git_output(dir: &Path, args: &[&str]) -> Result<String> {
     output(Command::new("git").current_dir(dir).args(args))
+}
+
+/// The registry package's manifest declares `resolver = "2"` for itself;
+/// as a member of another workspace it may not, so it is dropped.
+pub fn as_member_manifest(manifest: &str) -> String {
+    manifest.replacen("\nresolver = \"2\"\n", "\n", 1)
 }
 
 pub fn copy_dir(from: &Path, to: &Path) -> Result<()> {

@@ -271,7 +271,7 @@ fn pristine_workspace(root: &Path) -> Result<PathBuf> {
         fork::copy_dir(&upstream, &partial)?;
         let manifest = partial.join("Cargo.toml");
         let text = std::fs::read_to_string(&manifest)?;
-        std::fs::write(&manifest, text.replacen("\nresolver = \"2\"\n", "\n", 1))?;
+        std::fs::write(&manifest, fork::as_member_manifest(&text))?;
         std::fs::rename(&partial, dir.join("wasmtime"))?;
     }
     // `[patch]`: crates that ask for wasmtime from the registry (the shared
