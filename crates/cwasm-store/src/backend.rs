@@ -123,12 +123,12 @@ impl LocalDir {
     }
 
     /// Opens the entry `path` if it is a regular file of at most `limit`
-    /// bytes. The checks and every later use go through the same open
-    /// file.
-    pub(crate) fn open_entry(&self, path: &str, limit: u64) -> Result<Opened> {
+    /// bytes, finding out whether it is private only with `check_private`.
+    /// The checks and every later use go through the same open file.
+    pub(crate) fn open_entry(&self, path: &str, limit: u64, check_private: bool) -> Result<Opened> {
         self.check_path(path)?;
         self.fs
-            .open_entry(path, limit)
+            .open_entry(path, limit, check_private)
             .with_context(|| format!("failed to open {}", self.root.join(path).display()))
     }
 
@@ -274,7 +274,7 @@ impl Backend for LocalDir {
     }
 
     fn read_limited(&self, path: &str, limit: u64) -> Result<Fetched> {
-        Ok(match self.open_entry(path, limit)? {
+        Ok(match self.open_entry(path, limit, false)? {
             Opened::Missing => Fetched::Missing,
             Opened::NotAFile(what) => Fetched::NotAnObject(what),
             Opened::TooLarge(len) => Fetched::TooLarge(len),
@@ -294,7 +294,7 @@ impl Backend for LocalDir {
     }
 
     fn write_new(&self, path: &str, bytes: &[u8]) -> Result<()> {
-        if let Opened::Missing = self.open_entry(path, u64::MAX)? {
+        if let Opened::Missing = self.open_entry(path, u64::MAX, false)? {
             self.write(path, bytes)?;
         }
         Ok(())

@@ -110,8 +110,14 @@ impl Root {
     }
 
     /// Opens the entry `path` for reading if it is a regular file of at
-    /// most `limit` bytes.
-    pub(crate) fn open_entry(&self, path: &str, limit: u64) -> io::Result<Opened> {
+    /// most `limit` bytes. With `check_private`, finds out whether it is
+    /// private (two more `fstat`s); otherwise it is reported as not.
+    pub(crate) fn open_entry(
+        &self,
+        path: &str,
+        limit: u64,
+        check_private: bool,
+    ) -> io::Result<Opened> {
         let Some((dir, name)) = self.parent(path, false)? else {
             return Ok(Opened::Missing);
         };
@@ -133,7 +139,8 @@ impl Root {
         if len > limit {
             return Ok(Opened::TooLarge(len));
         }
-        let private = only_ours(&stat)
+        let private = check_private
+            && only_ours(&stat)
             && only_ours(&fstat(dir.fd()).map_err(io)?)
             && (matches!(dir, Dir::Root(_)) || only_ours(&fstat(&*self.fd).map_err(io)?));
         let modified = std::time::UNIX_EPOCH
@@ -187,7 +194,7 @@ impl Root {
 
     /// Sets `path`'s modification time to now, if it is a regular file.
     pub(crate) fn touch(&self, path: &str) -> io::Result<()> {
-        match self.open_entry(path, u64::MAX)? {
+        match self.open_entry(path, u64::MAX, false)? {
             Opened::File(file, ..) => {
                 let now = rustix::fs::Timespec {
                     tv_sec: 0,
@@ -210,7 +217,13 @@ impl Root {
 /// Whether only this process's effective user (or root) can change what
 /// `stat` describes: it owns it, and neither its group nor others may write.
 fn only_ours(stat: &rustix::fs::Stat) -> bool {
-    stat.st_uid == rustix::process::geteuid().as_raw() && stat.st_mode & 0o022 == 0
+    only_ours_by(stat.st_uid, stat.st_mode)
+}
+
+/// Whether a file of owner `uid` and mode `mode` can be changed only by
+/// this process's effective user (or root).
+pub(crate) fn only_ours_by(uid: u32, mode: u32) -> bool {
+    uid == rustix::process::geteuid().as_raw() && mode & 0o022 == 0
 }
 
 enum Dir {

@@ -114,7 +114,7 @@ impl Remembered {
         let dir = file.parent().unwrap_or(Path::new("."));
         for path in [file, dir] {
             let m = std::fs::metadata(path)?;
-            if m.uid() != rustix::process::geteuid().as_raw() || m.mode() & 0o022 != 0 {
+            if !crate::fsops::only_ours_by(m.uid(), m.mode()) {
                 bail!(
                     "not using the remembered digests in {}: {} is writable by other users",
                     file.display(),

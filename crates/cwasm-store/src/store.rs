@@ -603,7 +603,10 @@ impl ArtifactStore {
         prefer_file: bool,
     ) -> Result<Option<(Loaded, SystemTime)>, Rejected> {
         let limit = self.config.max_artifact_size;
-        let (file, len, private, used) = match local.open_entry(path, limit) {
+        // Privacy matters only to a keyed store that trusts private entries:
+        // unkeyed hits skip its two `fstat`s.
+        let trust_private = self.config.hmac_key.is_some() && !self.config.reverify_private_entries;
+        let (file, len, private, used) = match local.open_entry(path, limit, trust_private) {
             Ok(Opened::Missing) => return Ok(None),
             Ok(Opened::File(file, len, private, used)) => (file, len, private, used),
             Ok(Opened::NotAFile(what)) => return Err(Rejected(what)),
