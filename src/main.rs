@@ -4,7 +4,7 @@
 mod flags;
 
 use clap::{Args, Parser, Subcommand};
-use cwasm_store::{ArtifactStore, CacheConfig, CpuProfile, Digest, HostInfo, Key, StoreConfig};
+use cwasm_store::{ArtifactStore, CpuProfile, Digest, HostInfo, Key, StoreConfig};
 use rayon::prelude::*;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -32,7 +32,7 @@ usual environment variables (AWS_ACCESS_KEY_ID, AWS_ENDPOINT, ...). Without
 --store, the local store in your cache directory is used
 ($XDG_CACHE_HOME/cwasm or ~/.cache/cwasm on Linux, ~/Library/Caches/cwasm on
 macOS, the local application data folder on Windows), or the `directory` of
---config.
+--cache-config.
 
 Exit status: 0 success; 1 error; 2 invalid usage; 3 `verify` found bad entries."
 )]
@@ -140,10 +140,11 @@ struct StoreArgs {
     /// Directory or object store URL of the store.
     #[arg(long)]
     store: Option<String>,
-    /// A wasmtime cache config file (`[cache]` TOML): limits, and the
-    /// directory when --store is not given.
-    #[arg(long)]
-    config: Option<PathBuf>,
+    /// A wasmtime cache config file (`[cache]` TOML, as `wasmtime -C
+    /// cache-config=FILE` takes): limits, and the directory when --store is
+    /// not given.
+    #[arg(long, value_name = "FILE")]
+    cache_config: Option<PathBuf>,
     /// File holding the key for HMAC-SHA-256 entry tags.
     #[arg(long)]
     hmac_key_file: Option<PathBuf>,
@@ -154,30 +155,22 @@ struct StoreArgs {
 
 impl StoreArgs {
     fn open(&self) -> Result<ArtifactStore> {
-        let cache = match &self.config {
-            Some(path) => CacheConfig::from_file(path)?,
-            None => CacheConfig::default(),
+        let (mut config, directory) = match &self.cache_config {
+            Some(path) => StoreConfig::from_cache_file(path)?,
+            None => (StoreConfig::default(), None),
         };
-        let hmac_key = match &self.hmac_key_file {
+        config.hmac_key = match &self.hmac_key_file {
             Some(path) => Some(
                 std::fs::read(path)
                     .with_context(|| format!("failed to read HMAC key {}", path.display()))?,
             ),
             None => None,
         };
-        let location = match (&self.store, &cache.directory) {
+        config.compress_remote = self.compress;
+        let location = match (&self.store, directory) {
             (Some(store), _) => store.clone(),
             (None, Some(dir)) => dir.display().to_string(),
             (None, None) => default_store()?.display().to_string(),
-        };
-        let config = StoreConfig {
-            cache: CacheConfig {
-                directory: None,
-                ..cache
-            },
-            hmac_key,
-            compress_remote: self.compress,
-            ..StoreConfig::default()
         };
         ArtifactStore::open_location(&location, config)
             .with_context(|| format!("failed to open the store at {location}"))

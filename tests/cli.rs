@@ -67,8 +67,120 @@ fn bad_flags_are_usage_errors() {
         .args(["hash", "-W", "bogus"])
         .assert()
         .code(2)
-        .stderr(predicates::str::contains("unknown -W option `bogus`"));
+        .stderr(predicates::str::contains(
+            "unknown -W / --wasm option: bogus",
+        ));
     cwasm().args(["hash", "--nope"]).assert().code(2);
+    // Sizes are plain numbers, as the `wasmtime` CLI takes them (the
+    // hand-written options this replaced also took K, M and G).
+    cwasm()
+        .args(["hash", "-O", "memory-reservation=1M"])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("memory-reservation"));
+}
+
+/// The engine options are the `wasmtime` CLI's own (`wasmtime-cli-flags`):
+/// for the same options `cwasm hash` gives the engine `wasmtime compile`
+/// builds, which takes `CommonOptions::config(None)` as it is.
+#[test]
+fn engine_options_build_the_engine_wasmtime_compile_builds() {
+    use clap::Parser;
+    use wasmtime_cli_flags::CommonOptions;
+    for options in [
+        &[][..],
+        &[
+            "-O",
+            "opt-level=s,memory-reservation=1048576,memory-may-move=n",
+        ],
+        &[
+            "-C",
+            "cranelift-has-avx=false,native-unwind-info=n",
+            "-D",
+            "debug-info",
+        ],
+        &[
+            "-W",
+            "nan-canonicalization,gc,function-references,exceptions=y,fuel=10",
+        ],
+        &["-W", "epoch-interruption", "-O", "signals-based-traps=n"],
+        &[
+            "--target",
+            "aarch64-unknown-linux-gnu",
+            "-C",
+            "cranelift-has-lse",
+        ],
+        &["--target", "pulley64", "-W", "threads=n"],
+    ] {
+        let mut common = CommonOptions::try_parse_from(
+            std::iter::once("wasmtime").chain(options.iter().copied()),
+        )
+        .unwrap();
+        let engine = Engine::new(&common.config(None).unwrap()).unwrap();
+        let expected = hex(&engine.serialization_compatibility_hash().unwrap());
+        let ours = stdout(cwasm().arg("hash").args(options));
+        assert_eq!(ours.trim(), expected, "{options:?}");
+    }
+}
+
+/// `--profile` and `--cpu` set the target and CPU settings; explicit `-C
+/// cranelift-*` options still win over them.
+#[test]
+fn cranelift_options_apply_on_top_of_a_cpu_preset() {
+    let preset = stdout(cwasm().args(["hash", "--cpu", "x86-64-v2"]));
+    let with_avx = stdout(cwasm().args(["hash", "--cpu", "x86-64-v2", "-C", "cranelift-has-avx"]));
+    let avx_off = stdout(cwasm().args([
+        "hash",
+        "--cpu",
+        "x86-64-v3",
+        "-C",
+        "cranelift-has-avx=false",
+    ]));
+    let v3 = stdout(cwasm().args(["hash", "--cpu", "x86-64-v3"]));
+    assert_ne!(preset, with_avx);
+    assert_ne!(v3, avx_off);
+    let profile = cwasm_store::CpuProfile::preset("x86-64-v2").unwrap();
+    let mut config = profile.config().unwrap();
+    unsafe {
+        config.cranelift_flag_enable("has_avx");
+    }
+    let expected = hex(&Engine::new(&config)
+        .unwrap()
+        .serialization_compatibility_hash()
+        .unwrap());
+    assert_eq!(with_avx.trim(), expected);
+}
+
+/// A `--cache-config` file that names no `directory` keeps the store in
+/// cwasm's own cache directory (wasmtime would pick its own, whose cleanup
+/// deletes files it does not recognise).
+#[test]
+fn a_cache_config_without_a_directory_keeps_cwasms_directory() {
+    let cache = tempfile::tempdir().unwrap();
+    let config = cache.path().join("cache.toml");
+    std::fs::write(&config, "[cache]\ncleanup-interval = \"1d\"\n").unwrap();
+    let out = stdout(
+        cwasm()
+            .arg("demo")
+            .arg("--cache-config")
+            .arg(&config)
+            .env("XDG_CACHE_HOME", cache.path()),
+    );
+    assert!(out.contains("called `answer`: 42"), "{out}");
+    let prefixes = std::fs::read_dir(cache.path().join("cwasm"))
+        .unwrap()
+        .count();
+    assert!(prefixes >= 1, "the store is in $XDG_CACHE_HOME/cwasm");
+    // What wasmtime rejects is rejected, naming the file.
+    std::fs::write(&config, "[cache]\nfile-count-soft-limit = 4\n").unwrap();
+    cwasm()
+        .arg("ls")
+        .arg("--cache-config")
+        .arg(&config)
+        .env("XDG_CACHE_HOME", cache.path())
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("cache.toml"));
 }
 
 #[test]
@@ -206,8 +318,11 @@ fn compile_ls_verify_gc() {
     .unwrap();
     let out = json(
         cwasm()
-            .args(["gc", "--store", store, "--json", "--config"])
-            .arg(&config),
+            .args(["gc", "--store", store, "--json", "--cache-config"])
+            .arg(&config)
+            // wasmtime fills a file's missing `directory` with its own cache
+            // directory, and creates it: keep that out of the real one.
+            .env("XDG_CACHE_HOME", dir.path()),
     );
     assert_eq!(
         out["limits"]["deleted"].as_array().unwrap().len(),

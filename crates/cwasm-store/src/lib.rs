@@ -75,8 +75,10 @@ mod remembered;
 mod store;
 
 pub use backend::{Backend, Fetched, Listed, LocalDir, ObjectStoreBackend, RemoteOptions};
-pub use config::{CacheConfig, StoreConfig};
+pub use config::StoreConfig;
 pub use digest::{Digest, Key};
 pub use inspect::{ArtifactInfo, FlagSetting, inspect};
 pub use profile::{CpuProfile, HostInfo};
 pub use store::{ArtifactStore, EngineDescriptor, EngineSummary, Entry, GcReport, Stats};
+/// wasmtime's own `[cache]` settings, which [`StoreConfig::cache`] holds.
+pub use wasmtime::CacheConfig;

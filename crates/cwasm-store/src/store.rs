@@ -205,18 +205,13 @@ impl ArtifactStore {
 
     /// A store with an optional local directory tier in front of an optional
     /// remote backend: reads go local first, then remote (copying hits into
-    /// the local tier), writes go to both. `config.cache.directory` is used as
-    /// the local tier when `local` is `None`.
+    /// the local tier), writes go to both. The `directory` of
+    /// `config.cache` is not used (see [`StoreConfig::from_cache_file`]).
     pub fn new(
         local: Option<LocalDir>,
         remote: Option<Box<dyn Backend>>,
         config: StoreConfig,
     ) -> Result<ArtifactStore> {
-        let local = match (local, &config.cache.directory) {
-            (Some(local), _) => Some(local),
-            (None, Some(dir)) => Some(LocalDir::new(dir)?),
-            (None, None) => None,
-        };
         if local.is_none() && remote.is_none() {
             bail!("a store needs a local directory, a remote backend, or both");
         }
@@ -1004,15 +999,15 @@ impl ArtifactStore {
         {
             report.empty_prefixes = local.remove_empty_prefixes()? as u64;
         }
-        if report.entries_before <= c.file_count_soft_limit
-            && report.bytes_before <= c.files_total_size_soft_limit
+        if report.entries_before <= c.file_count_soft_limit()
+            && report.bytes_before <= c.files_total_size_soft_limit()
         {
             return Ok(report);
         }
         let count_target =
-            c.file_count_soft_limit * u64::from(c.file_count_limit_percent_if_deleting) / 100;
-        let size_target = ((u128::from(c.files_total_size_soft_limit)
-            * u128::from(c.files_total_size_limit_percent_if_deleting))
+            c.file_count_soft_limit() * u64::from(c.file_count_limit_percent_if_deleting()) / 100;
+        let size_target = ((u128::from(c.files_total_size_soft_limit())
+            * u128::from(c.files_total_size_limit_percent_if_deleting()))
             / 100) as u64;
         artifacts.sort_by_key(|(l, _)| l.last_used);
         let (mut count, mut bytes) = (report.entries_before, report.bytes_before);
@@ -1048,7 +1043,9 @@ impl ArtifactStore {
         let stamp = local.root().join(GC_STAMP);
         // `symlink_metadata`: a planted link says nothing about our stamp.
         let due = match std::fs::symlink_metadata(&stamp).and_then(|m| m.modified()) {
-            Ok(at) => at.elapsed().unwrap_or(Duration::ZERO) >= self.config.cache.cleanup_interval,
+            Ok(at) => {
+                at.elapsed().unwrap_or(Duration::ZERO) >= self.config.cache.cleanup_interval()
+            }
             Err(_) => true,
         };
         if !due {
@@ -1098,7 +1095,7 @@ fn write_entry(
     }
     let packed;
     let (stored, path) = if compress {
-        let level = config.cache.baseline_compression_level;
+        let level = config.cache.baseline_compression_level();
         packed = zstd::encode_all(artifact, level).context("zstd compression failed")?;
         (&packed[..], format!("{}.zst", key.artifact_path()))
     } else {

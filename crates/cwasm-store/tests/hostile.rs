@@ -148,10 +148,7 @@ fn a_planted_gc_stamp_link_is_not_followed() -> Result<()> {
     std::os::unix::fs::symlink(&victim, dir.path().join(".gc-stamp"))?;
     // Eviction is due at every `put`, so the stamp is written.
     let config = StoreConfig {
-        cache: CacheConfig {
-            cleanup_interval: Duration::ZERO,
-            ..CacheConfig::default()
-        },
+        cache: due_at_every_put(),
         ..StoreConfig::default()
     };
     let store = ArtifactStore::new(Some(LocalDir::new(dir.path())?), None, config)?;
@@ -212,10 +209,7 @@ fn gc_waits_for_another_gc_and_puts_do_not() -> Result<()> {
     let _serial = serial();
     let dir = tempfile::tempdir()?;
     let config = StoreConfig {
-        cache: CacheConfig {
-            cleanup_interval: Duration::ZERO,
-            ..CacheConfig::default()
-        },
+        cache: due_at_every_put(),
         ..StoreConfig::default()
     };
     let store = std::sync::Arc::new(ArtifactStore::new(
@@ -344,9 +338,10 @@ fn short_hmac_keys_and_overflowing_limits_are_errors_naming_the_setting() {
         "{short:?}"
     );
     let huge = open(StoreConfig {
-        cache: CacheConfig {
-            file_count_soft_limit: u64::MAX,
-            ..CacheConfig::default()
+        cache: {
+            let mut cache = CacheConfig::new();
+            cache.with_file_count_soft_limit(u64::MAX);
+            cache
         },
         ..StoreConfig::default()
     });
@@ -611,4 +606,11 @@ fn a_panicking_leader_frees_its_waiters() {
         hit_or_compile(store, 12)
     });
     assert_eq!(answer, 12);
+}
+
+/// wasmtime's default cache settings, but with eviction due at every put.
+fn due_at_every_put() -> CacheConfig {
+    let mut cache = CacheConfig::new();
+    cache.with_cleanup_interval(Duration::ZERO);
+    cache
 }

@@ -5,9 +5,7 @@
 mod common;
 
 use common::{call, wasm};
-use cwasm_store::{
-    ArtifactStore, Backend, CacheConfig, Digest, Key, Listed, LocalDir, StoreConfig,
-};
+use cwasm_store::{ArtifactStore, Backend, Digest, Key, Listed, LocalDir, StoreConfig};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use wasmtime::{Config, Engine, OptLevel, Result, Store, bail};
@@ -334,12 +332,16 @@ fn file_lookups_hash_a_file_again_whenever_it_changed() -> Result<()> {
     Ok(())
 }
 
-fn limited(dir: &std::path::Path, toml: &str) -> ArtifactStore {
-    let config = StoreConfig {
-        cache: CacheConfig::from_toml(toml).unwrap(),
-        ..StoreConfig::default()
-    };
-    ArtifactStore::new(Some(LocalDir::new(dir).unwrap()), None, config).unwrap()
+/// A store in `dir`, configured by a wasmtime cache config file with the
+/// `[cache]` settings `settings` and `directory = dir`.
+fn limited(dir: &std::path::Path, settings: &str) -> ArtifactStore {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let text = format!("[cache]\ndirectory = '{}'\n{settings}", dir.display());
+    std::fs::write(file.path(), text).unwrap();
+    let (config, named) = StoreConfig::from_cache_file(file.path()).unwrap();
+    let named = named.expect("the file names its directory");
+    assert_eq!(named, dir.canonicalize().unwrap());
+    ArtifactStore::new(Some(LocalDir::new(named).unwrap()), None, config).unwrap()
 }
 
 fn set_last_use(dir: &std::path::Path, key: &Key, ago: u64) {
@@ -358,7 +360,7 @@ fn eviction_by_count_is_least_recently_used_first() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let store = limited(
         dir.path(),
-        "[cache]\nfile-count-soft-limit = \"4\"\nfile-count-limit-percent-if-deleting = \"50%\"\n\
+        "file-count-soft-limit = \"4\"\nfile-count-limit-percent-if-deleting = \"50%\"\n\
          cleanup-interval = \"1d\"",
     );
     let engine = Engine::default();
@@ -396,7 +398,7 @@ fn eviction_by_size_runs_on_put_after_the_cleanup_interval() -> Result<()> {
     let store = limited(
         dir.path(),
         &format!(
-            "[cache]\nfiles-total-size-soft-limit = \"{}\"\n\
+            "files-total-size-soft-limit = \"{}\"\n\
              files-total-size-limit-percent-if-deleting = \"40%\"\ncleanup-interval = \"0s\"",
             one * 3 + one / 2
         ),
@@ -500,19 +502,50 @@ fn opens_from_a_wasmtime_cache_config_file() -> Result<()> {
             dir.path().join("store").display()
         ),
     )?;
-    let cache = CacheConfig::from_file(&config_file)?;
-    let store = ArtifactStore::new(
-        None,
-        None,
-        StoreConfig {
-            cache,
-            ..StoreConfig::default()
-        },
-    )?;
+    let (config, named) = StoreConfig::from_cache_file(&config_file)?;
+    let named = named.expect("the file names a directory");
+    let store = ArtifactStore::new(Some(LocalDir::new(named)?), None, config)?;
     store.get_or_compile_module(&Engine::default(), &wasm(1))?;
     let prefixes = std::fs::read_dir(dir.path().join("store"))?
         .filter(|e| e.as_ref().unwrap().file_type().unwrap().is_dir())
         .count();
     assert_eq!(prefixes, 1, "one engine prefix");
+    Ok(())
+}
+
+/// The `[cache]` file is read and checked by wasmtime's own
+/// `CacheConfig::from_file`: what wasmtime refuses, the store refuses (the
+/// hand-written reader this replaced accepted the first three).
+#[test]
+fn cache_files_are_checked_as_wasmtime_checks_them() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("config.toml");
+    let store = dir.path().join("store");
+    let read = |settings: &str| {
+        let text = format!("[cache]\ndirectory = '{}'\n{settings}", store.display());
+        std::fs::write(&file, text).unwrap();
+        StoreConfig::from_cache_file(&file).map(|(config, _)| config)
+    };
+    for bad in [
+        "file-count-soft-limit = 65536",
+        "optimized-compression-level = 1\nbaseline-compression-level = 3",
+        "files-total-size-limit-percent-if-deleting = \"170%\"",
+        "bogus = 1",
+        "cleanup-interval = \"10\"",
+    ] {
+        assert!(read(bad).is_err(), "accepted {bad:?}");
+    }
+    std::fs::write(&file, "[cache]\ndirectory = 'relative/store'\n")?;
+    let relative = StoreConfig::from_cache_file(&file).unwrap_err();
+    assert!(format!("{relative:#}").contains("absolute"), "{relative:#}");
+    // wasmtime's units, as `wasmtime` reads them.
+    let config = read(
+        "files-total-size-soft-limit = \"2Gi\"\nfile-count-soft-limit = \"3K\"\n\
+         cleanup-interval = \"45s\"\nfile-count-limit-percent-if-deleting = \"10%\"",
+    )?;
+    assert_eq!(config.cache.files_total_size_soft_limit(), 2 << 30);
+    assert_eq!(config.cache.file_count_soft_limit(), 3000);
+    assert_eq!(config.cache.cleanup_interval(), Duration::from_secs(45));
+    assert_eq!(config.cache.file_count_limit_percent_if_deleting(), 10);
     Ok(())
 }

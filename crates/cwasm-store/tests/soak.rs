@@ -29,9 +29,10 @@ fn open(dir: &Path, keyed: bool) -> ArtifactStore {
     let config = StoreConfig {
         // Eviction is due at every put (so `gc` runs all the time) but the
         // limits are never reached: nothing may disappear.
-        cache: CacheConfig {
-            cleanup_interval: Duration::ZERO,
-            ..CacheConfig::default()
+        cache: {
+            let mut cache = CacheConfig::new();
+            cache.with_cleanup_interval(Duration::ZERO);
+            cache
         },
         hmac_key: keyed.then(|| KEY.to_vec()),
         ..StoreConfig::default()
