@@ -4,6 +4,7 @@
 //! the store decides what the objects mean. Every write is atomic: a reader
 //! sees the old object, the new one, or none, never a part.
 
+use crate::entry::{DESCRIPTOR, GC_LOCK, TMP_PREFIX};
 use crate::fsops::{Opened, Root, read_all};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
@@ -167,7 +168,7 @@ impl LocalDir {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
             let path = format!("{dir}/{name}");
-            if name.starts_with(".tmp-") || !path.starts_with(prefix) {
+            if name.starts_with(TMP_PREFIX) || !path.starts_with(prefix) {
                 continue;
             }
             // Deleted by a concurrent eviction since `read_dir`: skip.
@@ -185,8 +186,8 @@ impl LocalDir {
     /// `wait` is false.
     pub(crate) fn lock_gc(&self, wait: bool) -> Result<Option<std::fs::File>> {
         self.fs
-            .lock(".gc-lock", wait)
-            .with_context(|| format!("failed to lock {}", self.root.join(".gc-lock").display()))
+            .lock(GC_LOCK, wait)
+            .with_context(|| format!("failed to lock {}", self.root.join(GC_LOCK).display()))
     }
 
     /// Removes engine directories that hold nothing but, possibly, an
@@ -202,7 +203,7 @@ impl LocalDir {
             let names: Vec<String> = fs::read_dir(dir.path())?
                 .filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
                 .collect();
-            let descriptor = format!("{name}/engine.json");
+            let descriptor = format!("{name}/{DESCRIPTOR}");
             let old = |path: &str| {
                 fs::symlink_metadata(self.root.join(path))
                     .and_then(|m| m.modified())
@@ -210,7 +211,7 @@ impl LocalDir {
             };
             match &names[..] {
                 [] => {}
-                [only] if only == "engine.json" && old(&descriptor) => self.delete(&descriptor)?,
+                [only] if only == DESCRIPTOR && old(&descriptor) => self.delete(&descriptor)?,
                 _ => continue,
             }
             if self.fs.remove_empty_dir(&name)? {
@@ -232,7 +233,7 @@ impl LocalDir {
                 let entry = entry?;
                 let name = entry.file_name().to_string_lossy().into_owned();
                 let Ok(meta) = entry.metadata() else { continue };
-                if name.starts_with(".tmp-") {
+                if name.starts_with(TMP_PREFIX) {
                     out.push(Listed {
                         path: format!("{}/{name}", dir.file_name().to_string_lossy()),
                         size: meta.len(),

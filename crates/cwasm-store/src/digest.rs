@@ -1,5 +1,6 @@
 //! The store's key: two SHA-256 digests.
 
+use crate::entry::{ARTIFACT_SUFFIX, TAG_SUFFIX};
 use std::fmt;
 use std::str::FromStr;
 use wasmtime::{Engine, Result, bail};
@@ -79,19 +80,19 @@ impl Key {
 
     /// The artifact's path relative to the store root.
     pub fn artifact_path(&self) -> String {
-        format!("{}/{}.cwasm", self.engine, self.wasm)
+        format!("{}/{}{ARTIFACT_SUFFIX}", self.engine, self.wasm)
     }
 
     /// The path of the artifact's HMAC tag.
     pub fn tag_path(&self) -> String {
-        format!("{}.hmac", self.artifact_path())
+        format!("{}{TAG_SUFFIX}", self.artifact_path())
     }
 
     /// Parses `<engine-hex>/<wasm-hex>.cwasm`, in the canonical form the
     /// store writes (lowercase hex) only: any other name is not an entry.
     pub fn from_artifact_path(path: &str) -> Option<Key> {
         let (engine, file) = path.split_once('/')?;
-        let wasm = file.strip_suffix(".cwasm")?;
+        let wasm = file.strip_suffix(ARTIFACT_SUFFIX)?;
         let canonical = |hex: &str| !hex.bytes().any(|c| c.is_ascii_uppercase());
         if !canonical(engine) || !canonical(wasm) {
             return None;
@@ -100,6 +101,29 @@ impl Key {
             engine: engine.parse().ok()?,
             wasm: wasm.parse().ok()?,
         })
+    }
+}
+
+impl serde::Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Digest, D::Error> {
+        let hex = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        hex.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl serde::Serialize for Key {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Key", 2)?;
+        st.serialize_field("engine", &self.engine)?;
+        st.serialize_field("wasm", &self.wasm)?;
+        st.end()
     }
 }
 

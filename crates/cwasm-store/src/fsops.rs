@@ -22,6 +22,7 @@
 //! since, and a keyed store may load it without verifying its tag again
 //! (docs/store.md, "A private local tier").
 
+use crate::entry::TMP_PREFIX;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, fstat, fsync, mkdirat, openat, renameat};
 use rustix::io::Errno;
 use std::fs::File;
@@ -68,7 +69,7 @@ fn random_name() -> String {
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
     hasher.write_u32(std::process::id());
-    format!(".tmp-{:016x}", hasher.finish())
+    format!("{TMP_PREFIX}{:016x}", hasher.finish())
 }
 
 impl Root {

@@ -5,18 +5,12 @@
 //! side, each reused wherever it is compatible:
 //!
 //! ```text
-//! <root>/
-//!   <engine-hex>/              one directory (prefix) per engine hash
-//!     engine.json              what the prefix is for: module version, target, first write
-//!     <wasm-hex>.cwasm         the artifact, byte for byte as wasmtime wrote it
-//!     <wasm-hex>.cwasm.zst     the same, zstd-compressed (object stores, when enabled)
-//!     <wasm-hex>.cwasm.hmac    its authentication tag, when the store has a key
-//!     .tmp-<random>            a write in progress (a crashed writer's is removed after an hour)
-//!   .gc-stamp                  when eviction last ran
-//!   .gc-lock                   held by a running gc (local directories)
+//! <root>/<engine-hex>/<wasm-hex>.cwasm
 //! ```
 //!
-//! (docs/store.md has the same layout, with the rules behind each name.)
+//! one prefix per engine hash, beside a descriptor, optional compressed
+//! copies and HMAC tags (the full layout, numbered, is the module
+//! documentation of `src/entry.rs`; docs/store.md summarises it).
 //!
 //! Retiring a wasmtime generation is one prefix delete
 //! ([`ArtifactStore::retain`]), and a listing says what each prefix is for.
@@ -65,20 +59,26 @@
 //!
 //! [`Engine::detect_serialization_compatibility_hash`]: wasmtime::Engine::detect_serialization_compatibility_hash
 
+mod admin;
 mod backend;
 mod config;
 mod digest;
+mod entry;
+mod flight;
 mod fsops;
 mod inspect;
 mod profile;
 mod remembered;
+mod stats;
 mod store;
 
+pub use admin::{EngineDescriptor, EngineSummary, Entry, GcReport};
 pub use backend::{Backend, Fetched, Listed, LocalDir, ObjectStoreBackend, RemoteOptions};
 pub use config::StoreConfig;
 pub use digest::{Digest, Key};
 pub use inspect::{ArtifactInfo, FlagSetting, inspect};
 pub use profile::{CpuProfile, HostInfo};
-pub use store::{ArtifactStore, EngineDescriptor, EngineSummary, Entry, GcReport, Stats};
+pub use stats::Stats;
+pub use store::ArtifactStore;
 /// wasmtime's own `[cache]` settings, which [`StoreConfig::cache`] holds.
 pub use wasmtime::CacheConfig;

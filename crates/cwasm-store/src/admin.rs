@@ -1,0 +1,335 @@
+//! What operators do with a store: list, verify, retire generations, and
+//! evict (`gc`, with wasmtime's `[cache]` limits).
+
+use crate::backend::{Backend, Listed, LocalDir};
+use crate::digest::{Digest, Key};
+use crate::entry::{DESCRIPTOR, GC_STAMP, Rejected, TAG_SUFFIX, ZSTD_SUFFIX, is_artifact, key_of};
+use crate::stats::bump;
+use crate::store::ArtifactStore;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use wasmtime::Result;
+
+/// A tag without its artifact is a write in progress (tags are written
+/// first) until it is this old.
+const ORPHAN_AGE: Duration = Duration::from_secs(60 * 60);
+/// What an engine-hash prefix of the store is for, written once per prefix
+/// as `<engine-hex>/engine.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineDescriptor {
+    /// The engine hash, hex.
+    pub engine: String,
+    /// The module version string recorded in the artifacts (wasmtime's
+    /// major version, `48`, unless the engine set a custom one).
+    pub wasmtime_version: String,
+    /// The compilation target.
+    pub target: String,
+    /// When the prefix was first written, in seconds since the Unix epoch.
+    pub first_written: u64,
+}
+
+/// One stored artifact.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Entry {
+    /// Its key.
+    pub key: Key,
+    /// Its size in bytes, as stored.
+    pub size: u64,
+    /// When it was last used (local) or written (object stores), seconds
+    /// since the Unix epoch.
+    pub last_used: u64,
+}
+
+/// One engine-hash prefix of the store.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EngineSummary {
+    /// The engine hash.
+    pub engine: Digest,
+    /// Number of artifacts.
+    pub entries: u64,
+    /// Bytes of all objects under the prefix.
+    pub bytes: u64,
+    /// The prefix's descriptor, if it has a readable one.
+    pub descriptor: Option<EngineDescriptor>,
+}
+
+/// What a garbage collection did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct GcReport {
+    /// Artifacts before.
+    pub entries_before: u64,
+    /// Bytes before.
+    pub bytes_before: u64,
+    /// Artifacts deleted (or that would be, in a dry run).
+    pub deleted: Vec<Key>,
+    /// Bytes freed (or that would be).
+    pub bytes_freed: u64,
+    /// Tags without an artifact, older than an hour, deleted (or that would
+    /// be).
+    pub orphan_tags: u64,
+    /// Empty engine prefixes removed (local tier).
+    pub empty_prefixes: u64,
+    /// Whether another process's `gc` held the lock, so this one did nothing
+    /// (only when it was started by a `put`).
+    pub skipped_busy: bool,
+}
+
+impl ArtifactStore {
+    /// Every artifact of the primary tier (local if there is one), by key.
+    pub fn list(&self) -> Result<Vec<Entry>> {
+        Ok(entries(self.primary().list("")?))
+    }
+
+    /// A summary per engine-hash prefix of the primary tier.
+    pub fn engines(&self) -> Result<Vec<EngineSummary>> {
+        let primary = self.primary();
+        let mut by_engine: BTreeMap<Digest, EngineSummary> = BTreeMap::new();
+        for listed in primary.list("")? {
+            let Some((engine, _)) = listed.path.split_once('/') else {
+                continue;
+            };
+            let Ok(engine) = engine.parse::<Digest>() else {
+                continue;
+            };
+            let summary = by_engine.entry(engine).or_insert_with(|| EngineSummary {
+                engine,
+                entries: 0,
+                bytes: 0,
+                descriptor: None,
+            });
+            summary.bytes += listed.size;
+            if is_artifact(&listed.path) {
+                summary.entries += 1;
+            }
+        }
+        for summary in by_engine.values_mut() {
+            summary.descriptor = primary
+                .read(&format!("{}/{DESCRIPTOR}", summary.engine))
+                .ok()
+                .flatten()
+                .and_then(|json| serde_json::from_slice(&json).ok());
+        }
+        Ok(by_engine.into_values().collect())
+    }
+
+    /// Deletes every engine prefix not in `keep`, from every tier: the way
+    /// to retire a wasmtime generation. Returns the number of objects deleted.
+    pub fn retain(&self, keep: &[Digest]) -> Result<usize> {
+        let mut deleted = 0;
+        for backend in self.backends() {
+            for listed in backend.list("")? {
+                let engine = listed.path.split('/').next().unwrap_or_default();
+                if engine.parse::<Digest>().is_ok_and(|e| !keep.contains(&e)) {
+                    backend.delete(&listed.path)?;
+                    deleted += 1;
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Checks every entry of the primary tier: engine stamp against key and,
+    /// with a key configured, the HMAC tag. Returns the bad entries with the
+    /// reason; deletes nothing.
+    pub fn verify(&self) -> Result<Vec<(Key, String)>> {
+        let primary = self.primary();
+        let mut bad = Vec::new();
+        for entry in self.list()? {
+            let key = entry.key;
+            let result = match &self.local {
+                Some(local) => self
+                    .read_checked(local, &key, &key.artifact_path(), false)
+                    .map(drop),
+                None => self.read_remote(primary, &key).map(drop),
+            };
+            if let Err(Rejected(reason)) = result {
+                bad.push((key, reason));
+            }
+        }
+        Ok(bad)
+    }
+
+    /// Objects of the primary tier that are not part of the layout (not an
+    /// entry in canonical lowercase-hex form, its `.zst` or `.hmac`, or an
+    /// `engine.json`): lookups ignore them; `verify` users may want to know.
+    pub fn strays(&self) -> Result<Vec<String>> {
+        Ok(self
+            .primary()
+            .list("")?
+            .into_iter()
+            .map(|l| l.path)
+            .filter(|path| {
+                let entry = path.strip_suffix(TAG_SUFFIX).unwrap_or(path);
+                !(is_artifact(entry)
+                    || path
+                        .strip_suffix(&format!("/{DESCRIPTOR}"))
+                        .is_some_and(|engine| {
+                            engine
+                                .parse::<Digest>()
+                                .is_ok_and(|d| d.to_string() == engine)
+                        }))
+            })
+            .collect())
+    }
+
+    /// Applies the size and count soft limits to the primary tier: when
+    /// either is exceeded, deletes least recently used artifacts until both
+    /// are under their `*-limit-percent-if-deleting` share. With `dry_run`,
+    /// reports what it would delete.
+    pub fn gc(&self, dry_run: bool) -> Result<GcReport> {
+        self.gc_with(dry_run, true)
+    }
+
+    /// `gc`, waiting for another process's `gc` to finish (`wait`) or
+    /// returning at once if one is running. Two never run at once on one
+    /// local tier.
+    fn gc_with(&self, dry_run: bool, wait: bool) -> Result<GcReport> {
+        let primary = self.primary();
+        let mut _lock = None;
+        let mut temporary_bytes = 0;
+        if let Some(local) = &self.local {
+            if !dry_run {
+                match local.lock_gc(wait)? {
+                    Some(lock) => _lock = Some(lock),
+                    None => {
+                        return Ok(GcReport {
+                            skipped_busy: true,
+                            ..GcReport::default()
+                        });
+                    }
+                }
+                local.remove_stale_temporaries()?;
+            }
+            // Writes in progress take room too.
+            temporary_bytes = local.temporaries()?.iter().map(|t| t.size).sum();
+        }
+        let listed = primary.list("")?;
+        let mut report = GcReport::default();
+        let stored: std::collections::HashSet<&str> = listed
+            .iter()
+            .filter(|l| is_artifact(&l.path))
+            .map(|l| l.path.strip_suffix(ZSTD_SUFFIX).unwrap_or(&l.path))
+            .collect();
+        for tag in listed.iter().filter(|l| {
+            l.path
+                .strip_suffix(TAG_SUFFIX)
+                .is_some_and(|a| !stored.contains(a))
+                && l.last_used.elapsed().unwrap_or(Duration::ZERO) > ORPHAN_AGE
+        }) {
+            if !dry_run {
+                primary.delete(&tag.path)?;
+            }
+            report.orphan_tags += 1;
+        }
+        let tag_sizes: HashMap<&str, u64> = listed
+            .iter()
+            .filter_map(|l| Some((l.path.strip_suffix(TAG_SUFFIX)?, l.size)))
+            .collect();
+        let mut artifacts: Vec<(&Listed, u64)> = listed
+            .iter()
+            .filter(|l| is_artifact(&l.path))
+            .map(|l| {
+                (
+                    l,
+                    l.size + tag_sizes.get(l.path.as_str()).copied().unwrap_or(0),
+                )
+            })
+            .collect();
+        let c = &self.config.cache;
+        report.entries_before = artifacts.len() as u64;
+        report.bytes_before = artifacts.iter().map(|(_, s)| s).sum::<u64>() + temporary_bytes;
+        if let Some(local) = &self.local
+            && !dry_run
+        {
+            report.empty_prefixes = local.remove_empty_prefixes()? as u64;
+        }
+        if report.entries_before <= c.file_count_soft_limit()
+            && report.bytes_before <= c.files_total_size_soft_limit()
+        {
+            return Ok(report);
+        }
+        let count_target =
+            c.file_count_soft_limit() * u64::from(c.file_count_limit_percent_if_deleting()) / 100;
+        let size_target = ((u128::from(c.files_total_size_soft_limit())
+            * u128::from(c.files_total_size_limit_percent_if_deleting()))
+            / 100) as u64;
+        artifacts.sort_by_key(|(l, _)| l.last_used);
+        let (mut count, mut bytes) = (report.entries_before, report.bytes_before);
+        for (listed, size) in artifacts {
+            if count <= count_target && bytes <= size_target {
+                break;
+            }
+            let Some(key) = key_of(&listed.path) else {
+                continue;
+            };
+            if !dry_run {
+                primary.delete(&listed.path)?;
+                primary.delete(&key.tag_path())?;
+                bump(&self.counters.evictions);
+            }
+            count -= 1;
+            bytes -= size;
+            report.bytes_freed += size;
+            report.deleted.push(key);
+        }
+        tracing::info!(
+            deleted = report.deleted.len(),
+            bytes = report.bytes_freed,
+            dry_run,
+            "store gc"
+        );
+        Ok(report)
+    }
+
+    /// Runs `gc` if `cleanup-interval` has passed since the last one (across
+    /// processes: the time is kept in a stamp file).
+    pub(crate) fn maybe_gc(&self, local: &LocalDir) {
+        let stamp = local.root().join(GC_STAMP);
+        // `symlink_metadata`: a planted link says nothing about our stamp.
+        let due = match std::fs::symlink_metadata(&stamp).and_then(|m| m.modified()) {
+            Ok(at) => {
+                at.elapsed().unwrap_or(Duration::ZERO) >= self.config.cache.cleanup_interval()
+            }
+            Err(_) => true,
+        };
+        if !due {
+            return;
+        }
+        let _ = local.write(GC_STAMP, b"");
+        if let Err(e) = self.gc_with(false, false) {
+            bump(&self.counters.store_errors);
+            tracing::warn!(error = %format!("{e:#}"), "store gc failed");
+        }
+    }
+}
+
+fn entries(listed: Vec<Listed>) -> Vec<Entry> {
+    listed
+        .into_iter()
+        .filter_map(|l| {
+            Some(Entry {
+                key: key_of(&l.path)?,
+                size: l.size,
+                last_used: l
+                    .last_used
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+            })
+        })
+        .collect()
+}
+
+/// The descriptor for `key`'s prefix, read from the artifact's own engine
+/// section.
+pub(crate) fn describe(key: &Key, artifact: &[u8]) -> Option<EngineDescriptor> {
+    let info = crate::inspect::inspect(artifact).ok()?;
+    Some(EngineDescriptor {
+        engine: key.engine.to_string(),
+        wasmtime_version: info.version,
+        target: info.target,
+        first_written: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    })
+}

@@ -1,0 +1,40 @@
+//! The store's counters ([`Stats`]).
+
+use serde::Serialize;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters of what the store did since it was opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// Lookups answered from the store.
+    pub hits: u64,
+    /// Lookups the store could not answer.
+    pub misses: u64,
+    /// Artifacts compiled by `get_or_compile_*`.
+    pub compiles: u64,
+    /// Entries deleted to stay within the size and count limits.
+    pub evictions: u64,
+    /// Entries refused (wrong engine stamp, bad or missing HMAC tag,
+    /// unreadable, or refused by wasmtime) and deleted.
+    pub rejected: u64,
+    /// Backend operations that failed (and were worked around).
+    pub store_errors: u64,
+    /// Wasm files hashed by the `*_file` lookups (an unchanged file is
+    /// hashed once, then its digest is remembered).
+    pub files_hashed: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) hits: AtomicU64,
+    pub(crate) misses: AtomicU64,
+    pub(crate) compiles: AtomicU64,
+    pub(crate) evictions: AtomicU64,
+    pub(crate) rejected: AtomicU64,
+    pub(crate) store_errors: AtomicU64,
+    pub(crate) files_hashed: AtomicU64,
+}
+
+pub(crate) fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
