@@ -1,0 +1,7 @@
+//! One module per command (or family of commands), as `run` dispatches them.
+
+pub mod admin;
+pub mod compile;
+pub mod demo;
+pub mod engine;
+pub mod inspect;
