@@ -29,7 +29,9 @@ pub fn host(json: bool) -> Result<()> {
         return print_json(&info);
     }
     println!("target:      {}", info.target);
-    println!("engine hash: {}", info.engine_hash);
+    if let Some(hash) = info.engine_hash {
+        println!("engine hash: {hash}");
+    }
     println!("version:     {}", printable(&info.version));
     let on: Vec<&str> = info
         .flags
@@ -54,7 +56,7 @@ pub fn baseline(files: &[PathBuf], write: Option<&Path>, json: bool) -> Result<(
         .map(|path| CpuProfile::from_file(path))
         .collect::<Result<Vec<_>>>()?;
     let profile = CpuProfile::baseline(&hosts)?;
-    let hash = Digest(profile.engine_hash()?);
+    let hash = profile.engine_hash()?;
     let toml = profile.to_toml()?;
     if let Some(path) = write {
         std::fs::write(path, &toml)

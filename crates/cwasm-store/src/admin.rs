@@ -14,12 +14,13 @@ use wasmtime::Result;
 /// A tag without its artifact is a write in progress (tags are written
 /// first) until it is this old.
 const ORPHAN_AGE: Duration = Duration::from_secs(60 * 60);
+
 /// What an engine-hash prefix of the store is for, written once per prefix
 /// as `<engine-hex>/engine.json`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EngineDescriptor {
-    /// The engine hash, hex.
-    pub engine: String,
+    /// The engine hash (hex in the file).
+    pub engine: Digest,
     /// The module version string recorded in the artifacts (wasmtime's
     /// major version, `48`, unless the engine set a custom one).
     pub wasmtime_version: String,
@@ -325,7 +326,7 @@ fn entries(listed: Vec<Listed>) -> Vec<Entry> {
 pub(crate) fn describe(key: &Key, artifact: &[u8]) -> Option<EngineDescriptor> {
     let info = crate::inspect::inspect(artifact).ok()?;
     Some(EngineDescriptor {
-        engine: key.engine.to_string(),
+        engine: key.engine,
         wasmtime_version: info.version,
         target: info.target,
         first_written: SystemTime::now()

@@ -1,5 +1,6 @@
 //! Reading what an artifact says about the engine that compiled it.
 
+use crate::digest::Digest;
 use object::{Object, ObjectSection};
 use serde::Serialize;
 use wasmtime::error::Context;
@@ -12,8 +13,9 @@ const ENGINE_SECTION: &str = ".wasmtime.engine";
 pub struct ArtifactInfo {
     /// `"module"` or `"component"`.
     pub kind: &'static str,
-    /// The compiling engine's `serialization_compatibility_hash`, hex.
-    pub engine_hash: String,
+    /// The compiling engine's `serialization_compatibility_hash` (the
+    /// SHA-256 of the engine section read here).
+    pub engine_hash: Digest,
     /// The module version string (the wasmtime version by default).
     pub version: String,
     /// The compilation target.
@@ -56,7 +58,7 @@ pub fn inspect(artifact: &[u8]) -> Result<ArtifactInfo> {
         .context("unreadable engine section")?;
     // The hash is by definition the SHA-256 of the section's bytes
     // (`Engine::serialization_compatibility_hash`).
-    let hash = crate::Digest::of(section);
+    let hash = Digest::of(section);
     let (&layout, rest) = section.split_first().context("empty engine section")?;
     let (&len, rest) = rest.split_first().context("truncated engine section")?;
     let (version, metadata) = rest
@@ -64,7 +66,7 @@ pub fn inspect(artifact: &[u8]) -> Result<ArtifactInfo> {
         .context("truncated version string")?;
     let mut info = ArtifactInfo {
         kind,
-        engine_hash: hash.to_string(),
+        engine_hash: hash,
         version: String::from_utf8_lossy(version).into_owned(),
         target: "unknown".into(),
         shared_flags: Vec::new(),
@@ -134,13 +136,8 @@ mod tests {
         // wasmtime records its major version: patch releases share artifacts.
         assert_eq!(info.version, "48");
         assert_eq!(info.target, "x86_64-unknown-linux-gnu");
-        let hash: String = engine
-            .serialization_compatibility_hash()
-            .unwrap()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        assert_eq!(info.engine_hash, hash);
+        let hash = engine.serialization_compatibility_hash().unwrap();
+        assert_eq!(info.engine_hash, Digest(hash));
         assert!(
             info.isa_flags
                 .iter()

@@ -26,6 +26,7 @@
 //! for, and refuses it otherwise (the store then treats it as a miss, and
 //! leaves the shared entry alone).
 
+use crate::digest::Digest;
 use crate::inspect::inspect;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -67,9 +68,10 @@ pub struct HostInfo {
     pub target: String,
     /// Every ISA setting the engine records, by name.
     pub flags: BTreeMap<String, String>,
-    /// The engine hash of this host's default engine, hex.
-    #[serde(default)]
-    pub engine_hash: String,
+    /// The engine hash of this host's default engine (absent from host
+    /// files written by hand).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_hash: Option<Digest>,
     /// The module version the engine records (wasmtime's major version).
     #[serde(default)]
     pub version: String,
@@ -139,7 +141,7 @@ impl HostInfo {
                 .into_iter()
                 .map(|f| (f.name, f.value))
                 .collect(),
-            engine_hash: info.engine_hash,
+            engine_hash: Some(info.engine_hash),
             version: info.version,
         })
     }
@@ -297,10 +299,10 @@ impl CpuProfile {
 
     /// The engine hash of `Config::new()` with this profile applied: what
     /// every engine configured this way, on any host, has.
-    pub fn engine_hash(&self) -> Result<[u8; 32]> {
-        Engine::new(&self.config()?)
-            .context("the profile does not make a valid engine")?
-            .serialization_compatibility_hash()
+    pub fn engine_hash(&self) -> Result<Digest> {
+        let engine =
+            Engine::new(&self.config()?).context("the profile does not make a valid engine")?;
+        Ok(Digest(engine.serialization_compatibility_hash()?))
     }
 
     /// The options of `wasmtime compile` (and `cwasm compile`) that select
