@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{call, peak_memory, wasm};
+use common::{call, due_at_every_put, peak_memory, wasm, zstd_bomb_frame};
 use cwasm_store::{ArtifactStore, Backend, CacheConfig, Key, Listed, LocalDir, StoreConfig};
 use std::collections::HashMap;
 use std::path::Path;
@@ -390,21 +390,10 @@ impl Backend for Bucket {
     }
 }
 
-/// 256 MiB of zeros, zstd-compressed: a few kilobytes.
-fn zstd_bomb() -> Vec<u8> {
-    use std::io::Write;
-    let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
-    let zeros = vec![0u8; 1 << 20];
-    for _ in 0..256 {
-        encoder.write_all(&zeros).unwrap();
-    }
-    encoder.finish().unwrap()
-}
-
 #[test]
 fn a_zstd_bomb_is_never_inflated_past_the_limit() -> Result<()> {
     let _serial = serial();
-    let bomb = zstd_bomb();
+    let bomb = zstd_bomb_frame();
     assert!(bomb.len() < 1 << 20, "{} bytes", bomb.len());
     for hmac_key in [None, Some(vec![9u8; 32])] {
         let bucket = Bucket::default();
@@ -606,11 +595,4 @@ fn a_panicking_leader_frees_its_waiters() {
         hit_or_compile(store, 12)
     });
     assert_eq!(answer, 12);
-}
-
-/// wasmtime's default cache settings, but with eviction due at every put.
-fn due_at_every_put() -> CacheConfig {
-    let mut cache = CacheConfig::new();
-    cache.with_cleanup_interval(Duration::ZERO);
-    cache
 }

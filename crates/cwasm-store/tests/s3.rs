@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{call, peak_memory, wasm};
+use common::{call, peak_memory, wasm, zstd_bomb_frame};
 use cwasm_store::{ArtifactStore, Backend, Digest, Key, LocalDir, ObjectStoreBackend, StoreConfig};
 use std::sync::atomic::{AtomicU32, Ordering};
 use wasmtime::{Config, Engine, OptLevel, Result};
@@ -281,17 +281,10 @@ fn faults_on_the_wire_cost_a_bounded_time_and_fall_back_to_compiling() -> Result
 
 #[test]
 fn a_multi_gib_zstd_bomb_in_s3_is_never_inflated() -> Result<()> {
-    use std::io::Write;
     let Some(url) = s3_url() else { return Ok(()) };
     // One 256 MiB frame of zeros, compressed, repeated 16 times: a valid
     // zstd stream of 4 GiB in a few kilobytes.
-    let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), 1)?;
-    let zeros = vec![0u8; 1 << 20];
-    for _ in 0..256 {
-        encoder.write_all(&zeros)?;
-    }
-    let frame = encoder.finish()?;
-    let bomb = frame.repeat(16);
+    let bomb = zstd_bomb_frame().repeat(16);
     let engine = Engine::default();
     let key = Key::new(&engine, &wasm(22))?;
     ObjectStoreBackend::open(&url)?.write(&format!("{}.zst", key.artifact_path()), &bomb)?;

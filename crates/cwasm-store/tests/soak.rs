@@ -10,8 +10,8 @@
 
 mod common;
 
-use common::{call, wasm};
-use cwasm_store::{ArtifactStore, CacheConfig, Key, LocalDir, StoreConfig};
+use common::{call, due_at_every_put, wasm};
+use cwasm_store::{ArtifactStore, Key, LocalDir, StoreConfig};
 use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -29,11 +29,7 @@ fn open(dir: &Path, keyed: bool) -> ArtifactStore {
     let config = StoreConfig {
         // Eviction is due at every put (so `gc` runs all the time) but the
         // limits are never reached: nothing may disappear.
-        cache: {
-            let mut cache = CacheConfig::new();
-            cache.with_cleanup_interval(Duration::ZERO);
-            cache
-        },
+        cache: due_at_every_put(),
         hmac_key: keyed.then(|| KEY.to_vec()),
         ..StoreConfig::default()
     };

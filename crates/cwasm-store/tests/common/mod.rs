@@ -2,6 +2,8 @@
 
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
+use cwasm_store::CacheConfig;
+use std::time::Duration;
 use wasmtime::{Engine, Instance, Module, Store};
 
 /// A module whose export `answer` returns `n`.
@@ -25,4 +27,22 @@ pub fn peak_memory() -> u64 {
     let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
     let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
     kib * 1024
+}
+
+/// 256 MiB of zeros as one zstd frame: a few kilobytes.
+pub fn zstd_bomb_frame() -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..256 {
+        encoder.write_all(&zeros).unwrap();
+    }
+    encoder.finish().unwrap()
+}
+
+/// wasmtime's default cache settings, but with eviction due at every put.
+pub fn due_at_every_put() -> CacheConfig {
+    let mut cache = CacheConfig::new();
+    cache.with_cleanup_interval(Duration::ZERO);
+    cache
 }
