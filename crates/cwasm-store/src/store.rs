@@ -8,7 +8,7 @@ use crate::backend::{Backend, LocalDir, ObjectStoreBackend};
 use crate::config::StoreConfig;
 use crate::digest::{Digest, Key};
 use crate::entry::{DESCRIPTOR, Kind, Loaded, Rejected, ZSTD_SUFFIX, hmac_for, is_artifact};
-use crate::flight::{Flight, Landing};
+use crate::flight::{ErrorChain, Flight, Landing};
 use crate::remembered::{FileStamp, Remembered};
 use crate::stats::{Counters, Stats, bump};
 use hmac::Mac;
@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 use wasmtime::component::Component;
 use wasmtime::error::Context;
-use wasmtime::{Engine, Module, Result, bail, format_err};
+use wasmtime::{Engine, Module, Result, bail};
 
 /// A hit records its time of use (the entry's modification time, which
 /// eviction reads) only if the recorded one is older than this: a hot entry
@@ -297,7 +297,7 @@ impl ArtifactStore {
                     bump(&self.counters.hits);
                     Ok(Loaded::compiled(artifact.to_vec()))
                 }
-                Err(e) => Err(format_err!("{e}")),
+                Err(chain) => Err(chain.to_error()),
             };
         }
         // Whatever happens below, a panic included, the waiters are
@@ -327,7 +327,7 @@ impl ArtifactStore {
         }
         landing.result = Some(match &compiled {
             Ok(artifact) => Ok(Arc::from(&artifact[..])),
-            Err(e) => Err(format!("{e:#}")),
+            Err(e) => Err(ErrorChain::of(e)),
         });
         compiled.map(Loaded::compiled)
     }

@@ -514,7 +514,7 @@ fn waiters_get_the_leaders_error() {
                     store
                         .get_or_compile_module(&Engine::default(), &bad)
                         .map(drop)
-                        .map_err(|e| format!("{e:#}"))
+                        .map_err(|e| (format!("{e:#}"), e.chain().count()))
                         .unwrap_err()
                 })
             })
@@ -524,9 +524,13 @@ fn waiters_get_the_leaders_error() {
             .map(|t| t.join().unwrap())
             .collect::<Vec<_>>()
     });
-    for e in &errors {
+    for (e, _) in &errors {
         assert!(e.contains("type mismatch") || e.contains("expected"), "{e}");
     }
+    // The leader's and the waiters' errors are the same chain, not one
+    // flattened message.
+    assert!(errors[0].1 >= 2, "{errors:?}");
+    assert!(errors.iter().all(|e| *e == errors[0]), "{errors:?}");
 }
 
 /// A bucket whose first write announces itself, waits, then panics.
