@@ -50,8 +50,18 @@ impl EngineFlags {
 
     fn build(&self) -> Result<Config> {
         let mut common = self.common.clone();
-        // As `wasmtime compile` builds its config.
+        // As `wasmtime compile` builds its config (this build has no logging:
+        // `-D logging` is refused there, not ignored).
+        common.init_logging()?;
         let mut c = common.config(None)?;
+        // wasmtime's own cache is compiled out here, and `config` ignores
+        // this option then: say where the store's config file goes.
+        if common.codegen.cache_config.is_some() {
+            bail!(
+                "`-C cache-config` configures wasmtime's own cache, which cwasm does not \
+                 use; give a `[cache]` file to `--cache-config` instead"
+            );
+        }
         let profile = match (&self.profile, &self.cpu) {
             (Some(path), _) => Some(CpuProfile::from_file(path)?),
             (None, Some(name)) => Some(CpuProfile::preset(name)?),

@@ -78,6 +78,18 @@ fn bad_flags_are_usage_errors() {
         .assert()
         .code(2)
         .stderr(predicates::str::contains("memory-reservation"));
+    // Options of `wasmtime compile` that this build cannot honour are
+    // refused, not silently ignored.
+    cwasm()
+        .args(["hash", "-C", "cache-config=cache.toml"])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("--cache-config"));
+    cwasm()
+        .args(["hash", "-D", "logging=y"])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("logging"));
 }
 
 /// The engine options are the `wasmtime` CLI's own (`wasmtime-cli-flags`):

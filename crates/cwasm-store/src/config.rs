@@ -81,7 +81,8 @@ impl StoreConfig {
     /// ```
     pub fn from_cache_file(path: &Path) -> Result<(StoreConfig, Option<PathBuf>)> {
         let named = names_a_directory(path)?;
-        let cache = CacheConfig::from_file(Some(path))?;
+        let cache = CacheConfig::from_file(Some(path))
+            .with_context(|| format!("invalid cache config {}", path.display()))?;
         let directory = if named {
             cache.directory().cloned()
         } else {
