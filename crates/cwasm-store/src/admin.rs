@@ -3,7 +3,10 @@
 
 use crate::backend::{Backend, Listed, LocalDir};
 use crate::digest::{Digest, Key};
-use crate::entry::{DESCRIPTOR, GC_STAMP, Rejected, TAG_SUFFIX, ZSTD_SUFFIX, is_artifact, key_of};
+use crate::entry::{
+    DESCRIPTOR, GC_STAMP, ReadFor, Rejected, TAG_SUFFIX, ZSTD_SUFFIX, is_artifact, key_of,
+    prefix_engine,
+};
 use crate::stats::bump;
 use crate::store::ArtifactStore;
 use serde::{Deserialize, Serialize};
@@ -90,7 +93,7 @@ impl ArtifactStore {
             let Some((engine, _)) = listed.path.split_once('/') else {
                 continue;
             };
-            let Ok(engine) = engine.parse::<Digest>() else {
+            let Some(engine) = prefix_engine(engine) else {
                 continue;
             };
             let summary = by_engine.entry(engine).or_insert_with(|| EngineSummary {
@@ -120,8 +123,8 @@ impl ArtifactStore {
         let mut deleted = 0;
         for backend in self.backends() {
             for listed in backend.list("")? {
-                let engine = listed.path.split('/').next().unwrap_or_default();
-                if engine.parse::<Digest>().is_ok_and(|e| !keep.contains(&e)) {
+                let prefix = listed.path.split('/').next().unwrap_or_default();
+                if prefix_engine(prefix).is_some_and(|e| !keep.contains(&e)) {
                     backend.delete(&listed.path)?;
                     deleted += 1;
                 }
@@ -140,7 +143,7 @@ impl ArtifactStore {
             let key = entry.key;
             let result = match &self.local {
                 Some(local) => self
-                    .read_checked(local, &key, &key.artifact_path(), false)
+                    .read_checked(local, &key, &key.artifact_path(), ReadFor::Audit)
                     .map(drop),
                 None => self.read_remote(primary, &key).map(drop),
             };
@@ -165,11 +168,7 @@ impl ArtifactStore {
                 !(is_artifact(entry)
                     || path
                         .strip_suffix(&format!("/{DESCRIPTOR}"))
-                        .is_some_and(|engine| {
-                            engine
-                                .parse::<Digest>()
-                                .is_ok_and(|d| d.to_string() == engine)
-                        }))
+                        .is_some_and(|prefix| prefix_engine(prefix).is_some()))
             })
             .collect())
     }
@@ -215,7 +214,7 @@ impl ArtifactStore {
         for tag in listed.iter().filter(|l| {
             l.path
                 .strip_suffix(TAG_SUFFIX)
-                .is_some_and(|a| !stored.contains(a))
+                .is_some_and(|a| is_artifact(a) && !stored.contains(a))
                 && l.last_used.elapsed().unwrap_or(Duration::ZERO) > ORPHAN_AGE
         }) {
             if !dry_run {

@@ -4,7 +4,7 @@
 //! the store decides what the objects mean. Every write is atomic: a reader
 //! sees the old object, the new one, or none, never a part.
 
-use crate::entry::{DESCRIPTOR, GC_LOCK, TMP_PREFIX};
+use crate::entry::{DESCRIPTOR, GC_LOCK, TMP_PREFIX, prefix_engine};
 use crate::fsops::{Opened, Root, read_all};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
@@ -200,6 +200,9 @@ impl LocalDir {
                 continue;
             }
             let name = dir.file_name().to_string_lossy().into_owned();
+            if prefix_engine(&name).is_none() {
+                continue;
+            }
             let names: Vec<String> = fs::read_dir(dir.path())?
                 .filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
                 .collect();
@@ -221,21 +224,25 @@ impl LocalDir {
         Ok(removed)
     }
 
-    /// The writers' temporary files, by path, with their sizes.
+    /// The writers' temporary files (in the root, for the gc stamp, and in
+    /// the engine prefixes), by path, with their sizes.
     pub(crate) fn temporaries(&self) -> Result<Vec<Listed>> {
         let mut out = Vec::new();
+        let mut dirs = vec![String::new()];
         for dir in fs::read_dir(&self.root)? {
             let dir = dir?;
-            if !dir.file_type()?.is_dir() {
-                continue;
+            if dir.file_type()?.is_dir() {
+                dirs.push(format!("{}/", dir.file_name().to_string_lossy()));
             }
-            for entry in fs::read_dir(dir.path())? {
+        }
+        for dir in dirs {
+            for entry in fs::read_dir(self.root.join(&dir))? {
                 let entry = entry?;
                 let name = entry.file_name().to_string_lossy().into_owned();
                 let Ok(meta) = entry.metadata() else { continue };
-                if name.starts_with(TMP_PREFIX) {
+                if name.starts_with(TMP_PREFIX) && meta.is_file() {
                     out.push(Listed {
-                        path: format!("{}/{name}", dir.file_name().to_string_lossy()),
+                        path: format!("{dir}{name}"),
                         size: meta.len(),
                         last_used: meta.modified()?,
                     });

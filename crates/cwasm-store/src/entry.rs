@@ -1,13 +1,14 @@
 //! What an entry is on disk, and how one is read, checked and loaded.
 //!
-//! Every `unsafe` of the store is in this module: the calls that hand bytes
-//! to wasmtime's deserialization (`Loaded::probe`, `Loaded::deserialize`).
-//! wasmtime trusts what it deserializes, so the store must only ever hand
-//! it an artifact that this engine compiled, or one that passed every check
-//! below. The checks are in this module too, and the only way to obtain a
-//! [`Loaded`] that is not yet deserialized is through them (or
-//! [`Loaded::compiled`], for bytes the engine just produced): a reviewer
-//! reads this one file to see why each load is sound.
+//! Every `unsafe` load of the store is in this module: the two calls that
+//! hand bytes to wasmtime's deserialization (`Loaded::probe`,
+//! `Loaded::deserialize`). (The crate's only other `unsafe` sets a Cranelift
+//! setting in `profile.rs`.) wasmtime trusts what it deserializes, so the
+//! store must only ever hand it an artifact that this engine compiled, or
+//! one that passed every check below. The checks are in this module too,
+//! and the only way to obtain a [`Loaded`] that is not yet deserialized is
+//! through them (or [`Loaded::compiled`], for bytes the engine just
+//! produced): a reviewer reads this one file to see why each load is sound.
 //!
 //! # Layout
 //!
@@ -15,57 +16,66 @@
 //! names. This is their one definition; the constants below spell them.
 //!
 //! 1. `<engine-hex>/`: one prefix per engine, named by the 64 lowercase hex
-//!    digits of `Engine::serialization_compatibility_hash()`. Retiring an
-//!    engine generation deletes its prefix.
+//!    digits of `Engine::serialization_compatibility_hash()`
+//!    ([`prefix_engine`]). Retiring an engine generation deletes its prefix.
 //! 2. `<engine-hex>/engine.json` ([`DESCRIPTOR`]): what the prefix is for
 //!    (`EngineDescriptor`: module version string, target, first write),
 //!    read from the first artifact's own engine section. Informational: no
 //!    check trusts it.
-//! 3. `<engine-hex>/<wasm-hex>.cwasm` ([`ARTIFACT_SUFFIX`]): an artifact, byte for byte as
-//!    wasmtime wrote it, under the SHA-256 of its wasm (or a digest the
-//!    caller supplied). Only the canonical lowercase form is an entry
-//!    (`Key::from_artifact_path`). Local tiers keep artifacts raw, so that
-//!    they can be memory-mapped.
+//! 3. `<engine-hex>/<wasm-hex>.cwasm` ([`ARTIFACT_SUFFIX`]): an artifact,
+//!    byte for byte as wasmtime wrote it, under the SHA-256 of its wasm (or a
+//!    digest the caller supplied). Only the canonical lowercase form is an
+//!    entry (`Key::from_artifact_path`). Local tiers keep artifacts raw, so
+//!    that they can be memory-mapped.
 //! 4. `<engine-hex>/<wasm-hex>.cwasm.zst` ([`ZSTD_SUFFIX`]): the same,
 //!    zstd-compressed (object stores, with `compress_remote`).
 //! 5. `<engine-hex>/<wasm-hex>.cwasm.hmac` ([`TAG_SUFFIX`]): with an HMAC
 //!    key, the 32-byte HMAC-SHA-256 of [`HMAC_DOMAIN`], the engine hash, the
 //!    wasm digest, one byte saying whether the object is compressed, and the
 //!    object's bytes as stored. It is written before its artifact, so an
-//!    artifact is never visible without its tag.
-//! 6. `.tmp-<random>` ([`TMP_PREFIX`], in the directory of the file being
-//!    written; local tiers): a write in progress. Never read; `gc` removes
-//!    a crashed writer's after an hour.
-//! 7. `.gc-stamp` ([`GC_STAMP`], in the root): its modification time is
-//!    when eviction last ran, shared by every process using the store.
+//!    artifact is never visible without its tag; `gc` deletes a tag whose
+//!    artifact has been missing for an hour.
+//! 6. `.tmp-<random>` ([`TMP_PREFIX`], local tiers; in the directory of the
+//!    file being written, a prefix or the root): a write in progress. Never
+//!    read; `gc` removes a crashed writer's after an hour.
+//! 7. `.gc-stamp` ([`GC_STAMP`], in the root; local tiers): its modification
+//!    time is when eviction last ran, shared by every process using the
+//!    store.
 //! 8. `.gc-lock` ([`GC_LOCK`], in the root; local tiers): `flock`ed by a
 //!    running `gc`.
 //!
-//! Anything else under the root is not the store's: listed by
-//! `ArtifactStore::strays`, never read or deleted.
+//! Anything else is not the store's: lookups never read it, and `verify`'s
+//! caller is told of the files under prefixes (`ArtifactStore::strays`).
+//! Nothing deletes it, except that retiring a generation deletes its whole
+//! prefix.
 //!
 //! # Checks, in order, before a load
 //!
 //! 1. The object is a regular file (no symlink followed, no FIFO, opened
 //!    without blocking) or a remote object, of at most `max_artifact_size`
-//!    bytes; otherwise a miss (or a rejection, for a non-file).
+//!    bytes. A larger one is a miss; a non-file is rejected.
 //! 2. With an HMAC key, the tag (5) verifies over the bytes as stored,
-//!    before anything is decompressed. A *private* local entry (file, prefix
-//!    and root owned by this user and writable by no one else) skips this:
-//!    its tag verified when it entered the tier, and only this user can
-//!    have changed it since, unless `reverify_private_entries`.
+//!    before anything else reads them (decompression, the stamp). A
+//!    *private* local entry (file, prefix and root owned by this user and
+//!    writable by no one else) skips this on lookups: its tag verified when
+//!    it entered the tier, and only this user can have changed it since
+//!    (unless `reverify_private_entries`; `verify` always checks).
 //! 3. A compressed object (4) inflates to at most `max_artifact_size`.
 //! 4. The artifact's own engine section hashes to the key's engine hash
 //!    (`Engine::detect_serialization_compatibility_hash`): the artifact was
 //!    compiled by an engine with exactly this engine's settings.
 //! 5. The bytes that were checked are the bytes loaded: the same open file
-//!    (memory-mapped through `/proc/self/fd`), or the same buffer.
+//!    (a module is memory-mapped from it; a component is read from it), or
+//!    the same buffer.
 //! 6. wasmtime's own checks (`check_compatible`, the host's CPU features).
-//!    A refusal because this host lacks a feature is a miss that leaves the
-//!    fleet's entry in place; any other refusal evicts it.
 //!
-//! An entry failing 1 (not a file), 2, 3 (not zstd), 4 or 6 is rejected:
-//! deleted, counted, logged, and compiled again.
+//! A failed check 1 (a non-file), 2, 3 (not zstd), 4 or 6 proves the entry
+//! bad: it is rejected (deleted, counted, logged) and compiled again. Two
+//! refusals at 6 are not the entry's fault and delete nothing: this host
+//! lacking a CPU feature (a miss; the fleet's entry stays), and an artifact
+//! of the other kind than the caller asked for (a module under a
+//! component's key: the caller's error). Neither does an error reading the
+//! object or its tag (I/O, network): a miss, counted as a store error.
 
 use crate::backend::{Backend, Fetched, LocalDir};
 use crate::digest::{Digest, Key};
@@ -106,6 +116,27 @@ pub(crate) enum Kind {
 /// Why an entry was refused.
 pub(crate) struct Rejected(pub(crate) String);
 
+/// What a local entry is read for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReadFor {
+    /// A lookup: unkeyed (or a private entry), the checked open file itself,
+    /// so that it can be memory-mapped.
+    Load,
+    /// `get`: the checked bytes.
+    Bytes,
+    /// `verify`: the checked bytes, the tag verified even for a private
+    /// entry.
+    Audit,
+}
+
+/// The result of looking for an entry's tag.
+enum Tag {
+    Verified,
+    /// The tag could not be read (an I/O or network error): not proof of
+    /// anything, so a miss that leaves the entry in place.
+    Unavailable,
+}
+
 impl ArtifactStore {
     /// Finds a usable artifact for `key`: local tier, then remote. Entries
     /// that fail a check are evicted and counted; backend errors are logged.
@@ -114,7 +145,7 @@ impl ArtifactStore {
     pub(crate) fn lookup(&self, engine: &Engine, key: &Key, kind: Kind) -> Result<Option<Loaded>> {
         let path = key.artifact_path();
         if let Some(local) = &self.local {
-            match self.read_checked(local, key, &path, true) {
+            match self.read_checked(local, key, &path, ReadFor::Load) {
                 Ok(Some((checked, used))) => {
                     let again = checked.try_clone();
                     match checked.probe(engine, kind, self.config.max_artifact_size) {
@@ -176,18 +207,18 @@ impl ArtifactStore {
         }
     }
 
-    /// Reads and checks `key`'s artifact in the local tier. With
-    /// `prefer_file` and no HMAC key, checks the open file in place (reading
-    /// only its section table and engine section) so that the same open
-    /// file can be memory-mapped; otherwise reads and checks the bytes.
-    /// Either way the check and the load use the same open file: a rename
-    /// in between changes nothing.
+    /// Reads and checks `key`'s artifact in the local tier. For a
+    /// [`ReadFor::Load`] without a tag to verify, checks the open file in
+    /// place (reading only its section table and engine section) so that
+    /// the same open file can be memory-mapped; otherwise reads the bytes,
+    /// verifies the tag, then checks the stamp. Either way the check and the
+    /// load use the same open file: a rename in between changes nothing.
     pub(crate) fn read_checked(
         &self,
         local: &LocalDir,
         key: &Key,
         path: &str,
-        prefer_file: bool,
+        purpose: ReadFor,
     ) -> Result<Option<(Loaded, SystemTime)>, Rejected> {
         let limit = self.config.max_artifact_size;
         // Privacy matters only to a keyed store that trusts private entries:
@@ -205,16 +236,15 @@ impl ArtifactStore {
                 return Ok(None);
             }
             Err(e) => {
-                bump(&self.counters.store_errors);
-                tracing::warn!(error = %format!("{e:#}"), "store read failed; treating as a miss");
+                self.store_error("store read failed; treating as a miss", &e);
                 return Ok(None);
             }
         };
         // A private entry's tag was verified when it entered the tier, and
         // only this user can have changed it since (docs/store.md).
-        let verify =
-            self.config.hmac_key.is_some() && (!private || self.config.reverify_private_entries);
-        if prefer_file && !verify {
+        let verify = self.config.hmac_key.is_some()
+            && (!private || self.config.reverify_private_entries || purpose == ReadFor::Audit);
+        if purpose == ReadFor::Load && !verify {
             return match Engine::detect_serialization_compatibility_hash_file(fd_path(&file)) {
                 Err(e) => Err(Rejected(format!("unreadable: {e:#}"))),
                 Ok(found) => {
@@ -223,12 +253,18 @@ impl ArtifactStore {
                 }
             };
         }
-        let bytes =
-            read_all(&file, len, limit).map_err(|e| Rejected(format!("unreadable: {e}")))?;
-        check_stamp(key, Engine::detect_serialization_compatibility_hash(&bytes))?;
-        if verify {
-            self.check_tag(local, key, false, &bytes)?;
+        let bytes = match read_all(&file, len, limit) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                self.store_error("store read failed; treating as a miss", &e.into());
+                return Ok(None);
+            }
+        };
+        // Nothing unauthenticated is parsed: the tag first, then the stamp.
+        if verify && let Tag::Unavailable = self.check_tag(local, key, false, &bytes)? {
+            return Ok(None);
         }
+        check_stamp(key, Engine::detect_serialization_compatibility_hash(&bytes))?;
         // The bytes that were verified are the ones to load: re-opening the
         // file would let a writer swap it after the check.
         Ok(Some((Loaded(State::Bytes(bytes)), used)))
@@ -266,14 +302,15 @@ impl ArtifactStore {
                 }
                 Ok(Fetched::NotAnObject(what)) => return Err(Rejected(what)),
                 Err(e) => {
-                    bump(&self.counters.store_errors);
-                    tracing::warn!(error = %format!("{e:#}"), "remote read failed; treating as a miss");
+                    self.store_error("remote read failed; treating as a miss", &e);
                     return Ok(None);
                 }
             };
             // The tag covers the stored bytes: nothing unauthenticated is
             // decompressed.
-            self.check_tag(remote, key, compressed, &stored)?;
+            if let Tag::Unavailable = self.check_tag(remote, key, compressed, &stored)? {
+                return Ok(None);
+            }
             let bytes = if compressed {
                 match decompress(&stored, limit) {
                     Ok(Some(bytes)) => bytes,
@@ -295,15 +332,18 @@ impl ArtifactStore {
         Ok(None)
     }
 
+    /// With a key, verifies `key`'s tag over `stored` (the bytes as stored,
+    /// `compressed` or not). A missing, malformed or wrong tag is a
+    /// rejection; a tag that cannot be read now is [`Tag::Unavailable`].
     fn check_tag(
         &self,
         backend: &dyn Backend,
         key: &Key,
         compressed: bool,
         stored: &[u8],
-    ) -> Result<(), Rejected> {
+    ) -> Result<Tag, Rejected> {
         let Some(secret) = &self.config.hmac_key else {
-            return Ok(());
+            return Ok(Tag::Verified);
         };
         let tag = match backend.read_limited(&key.tag_path(), 64) {
             Ok(Fetched::Bytes(tag)) => tag,
@@ -311,12 +351,23 @@ impl ArtifactStore {
             Ok(Fetched::TooLarge(_) | Fetched::NotAnObject(_)) => {
                 return Err(Rejected("its HMAC tag is not a tag".into()));
             }
-            Err(e) => return Err(Rejected(format!("its HMAC tag is unreadable: {e:#}"))),
+            Err(e) => {
+                self.store_error("could not read an HMAC tag; treating as a miss", &e);
+                return Ok(Tag::Unavailable);
+            }
         };
         let mut mac = hmac_for(secret, key, compressed);
         mac.update(stored);
         mac.verify_slice(&tag)
+            .map(|()| Tag::Verified)
             .map_err(|_| Rejected("its HMAC tag does not verify".into()))
+    }
+
+    /// A backend failure: counted and logged, and the lookup goes on as a
+    /// miss (nothing is deleted).
+    fn store_error(&self, what: &'static str, error: &wasmtime::Error) {
+        bump(&self.counters.store_errors);
+        tracing::warn!(error = %format!("{error:#}"), "{what}");
     }
 
     pub(crate) fn reject(&self, backend: &dyn Backend, key: &Key, reason: &str) {
@@ -509,6 +560,14 @@ fn fd_path(file: &std::fs::File) -> std::path::PathBuf {
         "/dev/fd"
     };
     std::path::Path::new(dir).join(file.as_raw_fd().to_string())
+}
+
+/// The engine hash a top-level name stands for, if it is a prefix (layout
+/// 1: exactly 64 lowercase hex digits).
+pub(crate) fn prefix_engine(name: &str) -> Option<Digest> {
+    name.parse::<Digest>()
+        .ok()
+        .filter(|engine| engine.to_string() == name)
 }
 
 pub(crate) fn is_artifact(path: &str) -> bool {

@@ -7,7 +7,9 @@ use crate::admin::describe;
 use crate::backend::{Backend, LocalDir, ObjectStoreBackend};
 use crate::config::StoreConfig;
 use crate::digest::{Digest, Key};
-use crate::entry::{DESCRIPTOR, Kind, Loaded, Rejected, ZSTD_SUFFIX, hmac_for, is_artifact};
+use crate::entry::{
+    DESCRIPTOR, Kind, Loaded, ReadFor, Rejected, ZSTD_SUFFIX, hmac_for, is_artifact,
+};
 use crate::flight::{ErrorChain, Flight, Landing};
 use crate::remembered::{FileStamp, Remembered};
 use crate::stats::{Counters, Stats, bump};
@@ -136,8 +138,7 @@ impl ArtifactStore {
         self.get_or_compile(engine, &key, Kind::Module, || {
             engine.precompile_module(wasm)
         })
-        // SAFETY: `get_or_compile` hands out only artifacts whose engine
-        // stamp equals this engine's hash (and whose tag verified).
+        // Safe: a `Loaded` is compiled or checked (entry.rs).
         .and_then(|loaded| loaded.into_module(engine))
     }
 
@@ -379,9 +380,9 @@ impl ArtifactStore {
     pub fn get(&self, key: &Key) -> Result<Option<Vec<u8>>> {
         let path = key.artifact_path();
         if let Some(local) = &self.local {
-            match self.read_checked(local, key, &path, false) {
+            match self.read_checked(local, key, &path, ReadFor::Bytes) {
                 Ok(Some((checked, used))) => {
-                    // Without `prefer_file`, a hit is the checked bytes.
+                    // Read for its bytes, a hit is the checked bytes.
                     if let Some(bytes) = checked.into_bytes() {
                         bump(&self.counters.hits);
                         if used_long_ago(used) {

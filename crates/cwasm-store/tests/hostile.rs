@@ -201,6 +201,9 @@ fn uppercase_names_are_not_entries() -> Result<()> {
     assert!(store.verify()?.is_empty());
     // ... but `verify`'s caller is told about it.
     assert_eq!(store.strays()?.len(), 1, "{:?}", store.strays()?);
+    // Not a prefix either: retiring every generation leaves it alone.
+    store.retain(&[])?;
+    assert_eq!(std::fs::read_dir(&upper)?.count(), 1);
     Ok(())
 }
 
@@ -275,6 +278,22 @@ fn gc_collects_old_orphan_tags_and_empty_prefixes() -> Result<()> {
     // An engine prefix with nothing in it.
     let empty = dir.path().join("2".repeat(64));
     std::fs::create_dir(&empty)?;
+    // A crashed writer's temporary file in the root (a `.gc-stamp` write).
+    let dead_tmp = dir.path().join(".tmp-0123456789abcdef");
+    // Old files that are not the store's: not a tag's name, not a prefix.
+    let not_a_tag = dir.path().join(format!("{}/notes.hmac", k.engine));
+    let not_a_prefix = dir.path().join("notes");
+    std::fs::create_dir(&not_a_prefix)?;
+    let not_a_descriptor = not_a_prefix.join("engine.json");
+    for file in [&dead_tmp, &not_a_tag, &not_a_descriptor] {
+        std::fs::write(file, b"x")?;
+    }
+    for file in [&old_tag, &dead_tmp, &not_a_tag, &not_a_descriptor] {
+        std::fs::File::options()
+            .write(true)
+            .open(file)?
+            .set_modified(two_hours_ago)?;
+    }
     let report = store.gc(false)?;
     assert_eq!(
         (report.orphan_tags, report.empty_prefixes),
@@ -282,6 +301,8 @@ fn gc_collects_old_orphan_tags_and_empty_prefixes() -> Result<()> {
         "{report:?}"
     );
     assert!(!old_tag.exists() && new_tag.exists() && !empty.exists());
+    assert!(!dead_tmp.exists(), "a stale temporary file in the root");
+    assert!(not_a_tag.exists() && not_a_descriptor.exists());
     assert!(
         dir.path().join(k.artifact_path()).exists(),
         "an entry was collected"
@@ -599,4 +620,65 @@ fn a_panicking_leader_frees_its_waiters() {
         hit_or_compile(store, 12)
     });
     assert_eq!(answer, 12);
+}
+
+/// A bucket whose tags cannot be read while `fail` is set (a network blip),
+/// and which records every delete.
+#[derive(Debug)]
+struct FlakyTags {
+    bucket: std::sync::Arc<Bucket>,
+    fail: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    deleted: std::sync::Arc<Mutex<Vec<String>>>,
+}
+
+impl Backend for FlakyTags {
+    fn describe(&self) -> String {
+        "mem://flaky".into()
+    }
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>> {
+        if path.ends_with(".hmac") && self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            wasmtime::bail!("connection reset by peer");
+        }
+        self.bucket.read(path)
+    }
+    fn write(&self, path: &str, bytes: &[u8]) -> Result<()> {
+        self.bucket.write(path, bytes)
+    }
+    fn delete(&self, path: &str) -> Result<()> {
+        self.deleted.lock().unwrap().push(path.into());
+        self.bucket.delete(path)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
+        self.bucket.list(prefix)
+    }
+}
+
+/// Only a check that proves an entry bad deletes it: a tag that cannot be
+/// read right now is a miss, and the entry is there for the next lookup.
+#[test]
+fn an_unreadable_tag_is_a_miss_that_keeps_the_entry() -> Result<()> {
+    let _serial = serial();
+    let (fail, deleted) = (std::sync::Arc::default(), std::sync::Arc::default());
+    let backend = FlakyTags {
+        bucket: std::sync::Arc::default(),
+        fail: std::sync::Arc::clone(&fail),
+        deleted: std::sync::Arc::clone(&deleted),
+    };
+    let config = StoreConfig {
+        hmac_key: Some(vec![7; 32]),
+        ..StoreConfig::default()
+    };
+    let store = ArtifactStore::new(None, Some(Box::new(backend)), config)?;
+    let (store, _) = hit_or_compile(store, 15);
+    fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (store, answer) = hit_or_compile(store, 15);
+    assert_eq!(answer, 15);
+    let stats = store.stats();
+    assert_eq!((stats.hits, stats.rejected), (0, 0), "{stats:?}");
+    assert!(stats.store_errors >= 1, "{stats:?}");
+    assert!(deleted.lock().unwrap().is_empty(), "{:?}", deleted);
+    fail.store(false, std::sync::atomic::Ordering::SeqCst);
+    let (store, _) = hit_or_compile(store, 15);
+    assert_eq!(store.stats().hits, 1);
+    Ok(())
 }

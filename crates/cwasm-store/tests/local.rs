@@ -267,6 +267,10 @@ fn only_private_entries_skip_the_tag_check() -> Result<()> {
         666
     );
     assert_eq!(store.stats().rejected, 0);
+    // `verify` is an audit: it checks the tag of private entries too.
+    let bad = store.verify()?;
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert!(bad[0].1.contains("HMAC"), "{bad:?}");
     // Verified anyway when asked to: rejected, recompiled.
     let store = keyed(true);
     assert_eq!(
