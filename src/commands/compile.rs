@@ -9,27 +9,41 @@ use std::path::{Path, PathBuf};
 use wasmtime::error::Context;
 use wasmtime::{Engine, Result, bail};
 
-/// The first 4 KiB of `file`: enough for [`is_component`].
+/// How much of a file [`is_component`] looks at: room for a long licence
+/// comment before a text file's first form.
+const HEAD: u64 = 64 << 10;
+
+/// The first [`HEAD`] bytes of `file`.
 fn head(file: &Path) -> Result<Vec<u8>> {
     use std::io::Read;
     let mut bytes = Vec::new();
     std::fs::File::open(file)
-        .and_then(|f| f.take(4096).read_to_end(&mut bytes))
+        .and_then(|f| f.take(HEAD).read_to_end(&mut bytes))
         .with_context(|| format!("failed to read {}", file.display()))?;
     Ok(bytes)
 }
 
-/// Whether `bytes` (binary or text) is a component rather than a core module.
+/// Whether `bytes`, the start of a binary or text file, is a component
+/// rather than a core module: wasmparser reads a binary's header, and the
+/// text format's own lexer (comments of both kinds skipped) finds the
+/// first form.
 fn is_component(bytes: &[u8]) -> bool {
+    use wast::lexer::{Lexer, TokenKind};
     if bytes.starts_with(b"\0asm") {
-        // Core modules have version 1, layer 0; components layer 1.
-        return bytes.get(6..8) == Some(&[1, 0]);
+        return wasmparser::Parser::is_component(bytes);
     }
-    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(4096)]);
-    text.lines()
-        .map(|l| l.split(";;").next().unwrap_or("").trim())
-        .find(|l| !l.is_empty())
-        .is_some_and(|l| l.starts_with("(component"))
+    let text = String::from_utf8_lossy(bytes);
+    let lexer = Lexer::new(&text);
+    let mut tokens = lexer.iter(0).map_while(Result::ok).filter(|t| {
+        !matches!(
+            t.kind,
+            TokenKind::Whitespace | TokenKind::LineComment | TokenKind::BlockComment
+        )
+    });
+    tokens.next().is_some_and(|t| t.kind == TokenKind::LParen)
+        && tokens
+            .next()
+            .is_some_and(|t| t.kind == TokenKind::Keyword && t.keyword(&text) == "component")
 }
 
 #[derive(serde::Serialize)]
@@ -145,6 +159,9 @@ mod tests {
         assert!(is_component(b"\0asm\x0d\0\x01\0"));
         assert!(!is_component(b"\0asm\x01\0\0\0"));
         assert!(is_component(b";; a comment\n(component)"));
+        assert!(is_component(b"(; a (module) ;)\n  (component $c)"));
+        assert!(!is_component(b"(;;) (module (; (component) ;))"));
         assert!(!is_component(b"(module)"));
+        assert!(!is_component(b"not wasm"));
     }
 }
