@@ -246,7 +246,12 @@ impl ArtifactStore {
             && (!private || self.config.reverify_private_entries || purpose == ReadFor::Audit);
         if purpose == ReadFor::Load && !verify {
             return match Engine::detect_serialization_compatibility_hash_file(fd_path(&file)) {
-                Err(e) => Err(Rejected(format!("unreadable: {e:#}"))),
+                // Re-opening the open file failed (no `/proc`, no descriptor
+                // left): says nothing about the entry.
+                Err(e) => {
+                    self.store_error("store read failed; treating as a miss", &e);
+                    Ok(None)
+                }
                 Ok(found) => {
                     check_stamp(key, found)?;
                     Ok(Some((Loaded(State::Open(file, len)), used)))
