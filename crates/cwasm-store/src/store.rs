@@ -463,7 +463,7 @@ impl ArtifactStore {
             for path in [
                 key.artifact_path(),
                 key.tag_path(),
-                format!("{}.zst", key.artifact_path()),
+                format!("{}{ZSTD_SUFFIX}", key.artifact_path()),
             ] {
                 backend.delete(&path)?;
             }

@@ -198,6 +198,7 @@ fn uppercase_names_are_not_entries() -> Result<()> {
     )?;
     let store = ArtifactStore::open(dir.path())?;
     assert!(store.list()?.is_empty());
+    assert!(store.engines()?.is_empty(), "not a prefix");
     assert!(store.verify()?.is_empty());
     // ... but `verify`'s caller is told about it.
     assert_eq!(store.strays()?.len(), 1, "{:?}", store.strays()?);
