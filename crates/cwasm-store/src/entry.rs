@@ -119,8 +119,9 @@ pub(crate) struct Rejected(pub(crate) String);
 /// What a local entry is read for.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ReadFor {
-    /// A lookup: unkeyed (or a private entry), the checked open file itself,
-    /// so that it can be memory-mapped.
+    /// A lookup: the checked open file itself when there is no tag to
+    /// verify (unkeyed, or a private entry), so that it can be
+    /// memory-mapped; otherwise the checked bytes.
     Load,
     /// `get`: the checked bytes.
     Bytes,

@@ -62,6 +62,11 @@ fn io(e: Errno) -> io::Error {
     io::Error::from_raw_os_error(e.raw_os_error())
 }
 
+/// How many times a write creates its directory again after a concurrent
+/// `gc` removed it (each time, the directory was empty: a race, not a
+/// fault).
+const WRITE_ATTEMPTS: u32 = 64;
+
 /// A name no other writer can predict: 64 bits from the standard library's
 /// randomly seeded hasher, plus a counter.
 fn random_name() -> String {
@@ -154,17 +159,28 @@ impl Root {
 
     /// Replaces `path` atomically with `bytes`.
     pub(crate) fn write(&self, path: &str, bytes: &[u8]) -> io::Result<()> {
-        let (dir, name) = self
-            .parent(path, true)?
-            .ok_or_else(|| io::Error::other("the directory vanished while writing"))?;
         let flags =
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let (tmp, fd) = loop {
+        // Another process's `gc` removes an engine directory while it is
+        // empty, which it is between our `mkdirat` and our temporary file:
+        // then create it again. Once the temporary file is in it, it is not
+        // empty and stays.
+        let mut vanished = 0;
+        let (dir, name, tmp, fd) = loop {
+            let Some((dir, name)) = self.parent(path, true)? else {
+                vanished += 1;
+                if vanished > WRITE_ATTEMPTS {
+                    return Err(io::Error::other("the directory vanished while writing"));
+                }
+                continue;
+            };
             let tmp = random_name();
             match openat(dir.fd(), tmp.as_str(), flags, Mode::from_raw_mode(0o644)) {
-                Ok(fd) => break (tmp, fd),
+                Ok(fd) => break (dir, name, tmp, fd),
                 // Someone planted this name: pick another.
                 Err(Errno::EXIST) => continue,
+                // The directory was removed after we opened it.
+                Err(Errno::NOENT) if vanished < WRITE_ATTEMPTS => vanished += 1,
                 Err(e) => return Err(io(e)),
             }
         };
@@ -283,4 +299,37 @@ pub(crate) fn read_all(file: &File, len: u64, limit: u64) -> io::Result<Vec<u8>>
         )));
     }
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer racing `gc`s that remove its engine directory while it is
+    /// empty still writes: the directory is created again. (Before, the
+    /// write failed with "the directory vanished" or ENOENT.)
+    #[test]
+    fn writes_survive_a_concurrent_removal_of_their_empty_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::open(dir.path()).unwrap();
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let remover = {
+            let (root, done) = (Root::open(dir.path()).unwrap(), done.clone());
+            std::thread::spawn(move || {
+                // As often as every `gc` of a busy store together could,
+                // and far more often than any one does (once per run).
+                while !done.load(Ordering::Relaxed) {
+                    let _ = root.remove_empty_dir("prefix");
+                    std::thread::sleep(std::time::Duration::from_micros(20));
+                }
+            })
+        };
+        for i in 0..300 {
+            let path = format!("prefix/entry-{i}");
+            root.write(&path, b"x").unwrap();
+            root.delete(&path).unwrap();
+        }
+        done.store(true, Ordering::Relaxed);
+        remover.join().unwrap();
+    }
 }
