@@ -115,7 +115,14 @@ fn spawn(dir: &Path, keyed: bool, seed: u64) -> Child {
     .env(CHILD_ENV, dir)
     .env("CWASM_SOAK_SEED", seed.to_string())
     .stdout(Stdio::null())
-    .stderr(Stdio::null());
+    // Kept, so that a child that panics says why (see `soak`).
+    .stderr(
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("children.stderr"))
+            .unwrap(),
+    );
     if keyed {
         cmd.env("CWASM_SOAK_KEYED", "1");
     }
@@ -147,7 +154,13 @@ fn soak(keyed: bool) {
         std::thread::sleep(Duration::from_millis(10 + next() % 50));
         let i = (next() % PROCESSES as u64) as usize;
         if let Ok(Some(status)) = children[i].try_wait() {
-            panic!("a child exited by itself ({status}): see its log");
+            let stderr = std::fs::read_to_string(dir.path().join("children.stderr"));
+            let stderr = stderr.unwrap_or_default();
+            let tail: Vec<&str> = stderr.lines().rev().take(40).collect();
+            panic!(
+                "a child exited by itself ({status}); the end of the children's stderr:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
         }
         children[i].kill().unwrap();
         children[i].wait().unwrap();
