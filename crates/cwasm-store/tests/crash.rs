@@ -3,6 +3,9 @@
 //! process keeps reading the same keys. No reader ever gets a torn entry:
 //! every read is either a miss or the complete artifact.
 
+mod common;
+
+use common::KillOnDrop;
 use cwasm_store::{ArtifactStore, Digest, Key};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -131,24 +134,26 @@ fn killed_writers_never_leave_torn_entries() {
     let started = Instant::now();
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;
     for round in 0..ROUNDS {
-        let mut child = Command::new(&exe)
-            .args([
-                "--ignored",
-                "--exact",
-                "writer_child",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = KillOnDrop(
+            Command::new(&exe)
+                .args([
+                    "--ignored",
+                    "--exact",
+                    "writer_child",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(CHILD_ENV, dir.path())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
         // Killed only once it has written every entry completely (so the
         // readers' checks have something to check whatever the timing),
         // then at a varying point of its next writes.
         // (The test harness prints its own text first, on the same line.)
-        let out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let out = std::io::BufReader::new(child.0.stdout.take().unwrap());
         let ready =
             std::io::BufRead::lines(out).any(|l| l.is_ok_and(|l| l.trim_end().ends_with("ready")));
         assert!(
@@ -159,8 +164,8 @@ fn killed_writers_never_leave_torn_entries() {
         rng ^= rng >> 7;
         rng ^= rng << 17;
         std::thread::sleep(Duration::from_millis(rng % 40));
-        child.kill().unwrap();
-        let status = child.wait().unwrap();
+        child.0.kill().unwrap();
+        let status = child.0.wait().unwrap();
         assert!(
             !status.success(),
             "round {round}: the writer was not killed"

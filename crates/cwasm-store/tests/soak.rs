@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{call, due_at_every_put, wasm};
+use common::{KillOnDrop, call, due_at_every_put, wasm};
 use cwasm_store::{ArtifactStore, Key, LocalDir, StoreConfig};
 use std::io::Write;
 use std::path::Path;
@@ -146,14 +146,15 @@ fn soak(keyed: bool) {
         seed ^= seed << 17;
         seed
     };
-    let mut children: Vec<Child> = (0..PROCESSES)
-        .map(|_| spawn(dir.path(), keyed, next() | 1))
+    // Killed when dropped: on a failure too, so no child outlives the test.
+    let mut children: Vec<KillOnDrop> = (0..PROCESSES)
+        .map(|_| KillOnDrop(spawn(dir.path(), keyed, next() | 1)))
         .collect();
     let mut kills = 0;
     while kills < KILLS && start.elapsed() < TIME_BOUND {
         std::thread::sleep(Duration::from_millis(10 + next() % 50));
         let i = (next() % PROCESSES as u64) as usize;
-        if let Ok(Some(status)) = children[i].try_wait() {
+        if let Ok(Some(status)) = children[i].0.try_wait() {
             let stderr = std::fs::read_to_string(dir.path().join("children.stderr"));
             let stderr = stderr.unwrap_or_default();
             let tail: Vec<&str> = stderr.lines().rev().take(40).collect();
@@ -162,15 +163,12 @@ fn soak(keyed: bool) {
                 tail.into_iter().rev().collect::<Vec<_>>().join("\n")
             );
         }
-        children[i].kill().unwrap();
-        children[i].wait().unwrap();
+        children[i].0.kill().unwrap();
+        children[i].0.wait().unwrap();
         kills += 1;
-        children[i] = spawn(dir.path(), keyed, next() | 1);
+        children[i] = KillOnDrop(spawn(dir.path(), keyed, next() | 1));
     }
-    for child in &mut children {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+    drop(children);
 
     let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
     let ops = log.lines().filter(|l| *l == "OP").count();

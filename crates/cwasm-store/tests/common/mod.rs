@@ -46,3 +46,14 @@ pub fn due_at_every_put() -> CacheConfig {
     cache.with_cleanup_interval(Duration::ZERO);
     cache
 }
+
+/// A child process that is killed (and reaped) when this is dropped, so a
+/// failing test never leaves its children running.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
