@@ -65,7 +65,7 @@ fn io(e: Errno) -> io::Error {
 /// How many times a write creates its directory again after a concurrent
 /// `gc` removed it (each time, the directory was empty: a race, not a
 /// fault).
-const WRITE_ATTEMPTS: u32 = 64;
+const WRITE_ATTEMPTS: u32 = 1000;
 
 /// A name no other writer can predict: 64 bits from the standard library's
 /// randomly seeded hasher, plus a counter.
@@ -172,6 +172,7 @@ impl Root {
                 if vanished > WRITE_ATTEMPTS {
                     return Err(io::Error::other("the directory vanished while writing"));
                 }
+                std::thread::yield_now();
                 continue;
             };
             let tmp = random_name();
@@ -180,7 +181,10 @@ impl Root {
                 // Someone planted this name: pick another.
                 Err(Errno::EXIST) => continue,
                 // The directory was removed after we opened it.
-                Err(Errno::NOENT) if vanished < WRITE_ATTEMPTS => vanished += 1,
+                Err(Errno::NOENT) if vanished < WRITE_ATTEMPTS => {
+                    vanished += 1;
+                    std::thread::yield_now();
+                }
                 Err(e) => return Err(io(e)),
             }
         };
@@ -320,7 +324,7 @@ mod tests {
                 // and far more often than any one does (once per run).
                 while !done.load(Ordering::Relaxed) {
                     let _ = root.remove_empty_dir("prefix");
-                    std::thread::sleep(std::time::Duration::from_micros(20));
+                    std::thread::sleep(std::time::Duration::from_micros(200));
                 }
             })
         };
