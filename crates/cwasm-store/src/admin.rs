@@ -143,7 +143,7 @@ impl ArtifactStore {
             let key = entry.key;
             let result = match &self.local {
                 Some(local) => self
-                    .read_checked(local, &key, &key.artifact_path(), ReadFor::Audit)
+                    .read_checked(local, &key, &key.artifact_path(), ReadFor::Bytes)
                     .map(drop),
                 None => self.read_remote(primary, &key).map(drop),
             };

@@ -42,6 +42,20 @@ pub enum Fetched {
     NotAnObject(String),
 }
 
+/// What [`Backend::read_to`] found.
+#[derive(Debug)]
+pub enum Streamed {
+    /// No such object.
+    Missing,
+    /// The object, this many bytes of it, was written out.
+    Written(u64),
+    /// An object of (at least) this many bytes, over the limit: not read
+    /// past the limit (what was written out is to be discarded).
+    TooLarge(u64),
+    /// Something that is not an object: not read.
+    NotAnObject(String),
+}
+
 /// Storage for the store's objects.
 pub trait Backend: Send + Sync + std::fmt::Debug {
     /// A short description for logs and listings (`/var/cache/x`, `s3://b/p`).
@@ -58,6 +72,30 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
             None => Fetched::Missing,
             Some(bytes) if bytes.len() as u64 > limit => Fetched::TooLarge(bytes.len() as u64),
             Some(bytes) => Fetched::Bytes(bytes),
+        })
+    }
+    /// Like [`Backend::read_limited`], but writes the object's bytes to
+    /// `out` as they arrive instead of collecting them, so that a large
+    /// object is held in one place only (the store streams artifacts into
+    /// the memory they are checked and loaded from).
+    ///
+    /// The default reads the object with [`Backend::read_limited`], then
+    /// writes it out; [`ObjectStoreBackend`] streams.
+    fn read_to(
+        &self,
+        path: &str,
+        limit: u64,
+        out: &mut (dyn io::Write + Send),
+    ) -> Result<Streamed> {
+        Ok(match self.read_limited(path, limit)? {
+            Fetched::Missing => Streamed::Missing,
+            Fetched::TooLarge(len) => Streamed::TooLarge(len),
+            Fetched::NotAnObject(what) => Streamed::NotAnObject(what),
+            Fetched::Bytes(bytes) => {
+                out.write_all(&bytes)
+                    .context("failed to hold a fetched object")?;
+                Streamed::Written(bytes.len() as u64)
+            }
         })
     }
     /// Replaces the object atomically.
@@ -124,12 +162,11 @@ impl LocalDir {
     }
 
     /// Opens the entry `path` if it is a regular file of at most `limit`
-    /// bytes, finding out whether it is private only with `check_private`.
-    /// The checks and every later use go through the same open file.
-    pub(crate) fn open_entry(&self, path: &str, limit: u64, check_private: bool) -> Result<Opened> {
+    /// bytes. The checks and every later use go through the same open file.
+    pub(crate) fn open_entry(&self, path: &str, limit: u64) -> Result<Opened> {
         self.check_path(path)?;
         self.fs
-            .open_entry(path, limit, check_private)
+            .open_entry(path, limit)
             .with_context(|| format!("failed to open {}", self.root.join(path).display()))
     }
 
@@ -282,7 +319,7 @@ impl Backend for LocalDir {
     }
 
     fn read_limited(&self, path: &str, limit: u64) -> Result<Fetched> {
-        Ok(match self.open_entry(path, limit, false)? {
+        Ok(match self.open_entry(path, limit)? {
             Opened::Missing => Fetched::Missing,
             Opened::NotAFile(what) => Fetched::NotAnObject(what),
             Opened::TooLarge(len) => Fetched::TooLarge(len),
@@ -302,7 +339,7 @@ impl Backend for LocalDir {
     }
 
     fn write_new(&self, path: &str, bytes: &[u8]) -> Result<()> {
-        if let Opened::Missing = self.open_entry(path, u64::MAX, false)? {
+        if let Opened::Missing = self.open_entry(path, u64::MAX)? {
             self.write(path, bytes)?;
         }
         Ok(())
@@ -593,6 +630,41 @@ impl Backend for ObjectStoreBackend {
                 bytes.extend_from_slice(&chunk);
             }
             Ok(Fetched::Bytes(bytes))
+        })
+    }
+
+    fn read_to(
+        &self,
+        path: &str,
+        limit: u64,
+        out: &mut (dyn io::Write + Send),
+    ) -> Result<Streamed> {
+        use futures_util::TryStreamExt;
+        let object = self.object(path);
+        let failed =
+            |e: object_store::Error| format_err!("failed to read {}/{path}: {e}", self.url);
+        self.run(async {
+            let got = match self.store.get(&object).await {
+                Ok(got) => got,
+                Err(object_store::Error::NotFound { .. }) => return Ok(Streamed::Missing),
+                Err(e) => return Err(failed(e)),
+            };
+            // As in `read_limited`: the announced size first, then the
+            // count, in case the server lied.
+            if got.meta.size > limit {
+                return Ok(Streamed::TooLarge(got.meta.size));
+            }
+            let mut written = 0u64;
+            let mut stream = got.into_stream();
+            while let Some(chunk) = stream.try_next().await.map_err(failed)? {
+                written += chunk.len() as u64;
+                if written > limit {
+                    return Ok(Streamed::TooLarge(written));
+                }
+                out.write_all(&chunk)
+                    .context("failed to hold a fetched object")?;
+            }
+            Ok(Streamed::Written(written))
         })
     }
 

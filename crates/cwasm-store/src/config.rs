@@ -24,9 +24,13 @@ pub struct StoreConfig {
     /// [`ArtifactStore::open_location`](crate::ArtifactStore::open_location)
     /// (see [`StoreConfig::from_cache_file`] for a file's `directory`).
     pub cache: CacheConfig,
-    /// Key for HMAC-SHA-256 entry authentication, at least
-    /// [`StoreConfig::MIN_HMAC_KEY_LEN`] bytes. With a key, entries
-    /// without a valid tag are never loaded.
+    /// Key for entry authentication, at least
+    /// [`StoreConfig::MIN_HMAC_KEY_LEN`] bytes. With a key, every byte
+    /// wasmtime executes was authenticated by the key, in this process,
+    /// after it could no longer change: each hit is copied into sealed
+    /// memory and its tag verified there (docs/store.md). Tags are keyed
+    /// BLAKE3 (v3); HMAC-SHA-256 tags of earlier stores (v2) are still
+    /// accepted. The field keeps its name for compatibility.
     pub hmac_key: Option<Vec<u8>>,
     /// Compress artifacts with zstd when writing them to a remote backend
     /// (the local tier keeps them raw, so they can be memory-mapped).
@@ -35,12 +39,6 @@ pub struct StoreConfig {
     /// remote objects and decompressed objects are not read (a miss; they
     /// are left in place). Defaults to [`StoreConfig::DEFAULT_MAX_ARTIFACT_SIZE`].
     pub max_artifact_size: u64,
-    /// With an HMAC key, verify the tag of every local hit, even of a
-    /// *private* entry (one that the file, its directory and the root say
-    /// only this user can have written; see docs/store.md). Off by default:
-    /// a private entry's tag was verified when it entered the tier, and
-    /// only this user (or root) can have changed it since.
-    pub reverify_private_entries: bool,
 }
 
 impl Default for StoreConfig {
@@ -50,7 +48,6 @@ impl Default for StoreConfig {
             hmac_key: None,
             compress_remote: false,
             max_artifact_size: StoreConfig::DEFAULT_MAX_ARTIFACT_SIZE,
-            reverify_private_entries: false,
         }
     }
 }

@@ -1,14 +1,30 @@
 //! What an entry is on disk, and how one is read, checked and loaded.
 //!
-//! Every `unsafe` load of the store is in this module: the two calls that
-//! hand bytes to wasmtime's deserialization (`Loaded::probe`,
+//! Every `unsafe` load of the store is in this module: the calls that hand
+//! bytes to wasmtime's deserialization (`Loaded::probe`,
 //! `Loaded::deserialize`). (The crate's only other `unsafe` sets a Cranelift
-//! setting in `profile.rs`.) wasmtime trusts what it deserializes, so the
-//! store must only ever hand it an artifact that this engine compiled, or
-//! one that passed every check below. The checks are in this module too,
-//! and the only way to obtain a [`Loaded`] that is not yet deserialized is
-//! through them (or [`Loaded::compiled`], for bytes the engine just
-//! produced): a reviewer reads this one file to see why each load is sound.
+//! setting in `profile.rs`, and maps memory in `sealed.rs`.) wasmtime trusts
+//! what it deserializes, so the store must only ever hand it an artifact
+//! that this engine compiled, or one that passed every check below. The
+//! checks are in this module too, and the only way to obtain a [`Loaded`]
+//! that is not yet deserialized is through them (or [`Loaded::compiled`],
+//! for bytes the engine just produced): a reviewer reads this one file to
+//! see why each load is sound.
+//!
+//! # The rule of a keyed store
+//!
+//! **With a key, every byte wasmtime executes was authenticated by the key,
+//! in this process, after it could no longer change.** There is no
+//! exception for owners, modes, ACLs or mount types: who owns a file now
+//! says nothing about who wrote its bytes (`cp -r` of a shared store, a
+//! FUSE-mounted bucket, a CI cache restored from a tar, an entry an unkeyed
+//! run wrote before the key was set). So a keyed lookup copies the entry
+//! into sealed memory (`sealed.rs`: a memfd that nothing can write once
+//! sealed), verifies the tag over that memory, and wasmtime maps that same
+//! memory: the bytes checked are the bytes run, and a writer rewriting the
+//! file in place meanwhile changes nothing. A remote object is streamed into
+//! sealed memory the same way. Without a key, a local hit memory-maps the
+//! file itself (the directory must then be writable by trusted users only).
 //!
 //! # Layout
 //!
@@ -29,12 +45,14 @@
 //!    that they can be memory-mapped.
 //! 4. `<engine-hex>/<wasm-hex>.cwasm.zst` ([`ZSTD_SUFFIX`]): the same,
 //!    zstd-compressed (object stores, with `compress_remote`).
-//! 5. `<engine-hex>/<wasm-hex>.cwasm.hmac` ([`TAG_SUFFIX`]): with an HMAC
-//!    key, the 32-byte HMAC-SHA-256 of [`HMAC_DOMAIN`], the engine hash, the
-//!    wasm digest, one byte saying whether the object is compressed, and the
-//!    object's bytes as stored. It is written before its artifact, so an
-//!    artifact is never visible without its tag; `gc` deletes a tag whose
-//!    artifact has been missing for an hour.
+//! 5. `<engine-hex>/<wasm-hex>.cwasm.hmac` ([`TAG_SUFFIX`]): with a key,
+//!    the entry's tag (`tag.rs`): 33 bytes, `3` and the keyed BLAKE3 hash
+//!    of a domain string, the engine hash, the wasm digest, one byte saying
+//!    whether the object is compressed, and the object's bytes as stored
+//!    (v3); tags of 32 bytes, the HMAC-SHA-256 of the same fields (v2), are
+//!    still read. It is written before its artifact, so an artifact is
+//!    never visible without its tag; `gc` deletes a tag whose artifact has
+//!    been missing for an hour.
 //! 6. `.tmp-<random>` ([`TMP_PREFIX`], local tiers; in the directory of the
 //!    file being written, a prefix or the root): a write in progress. Never
 //!    read; `gc` removes a crashed writer's after an hour.
@@ -54,19 +72,20 @@
 //! 1. The object is a regular file (no symlink followed, no FIFO, opened
 //!    without blocking) or a remote object, of at most `max_artifact_size`
 //!    bytes. A larger one is a miss; a non-file is rejected.
-//! 2. With an HMAC key, the tag (5) verifies over the bytes as stored,
-//!    before anything else reads them (decompression, the stamp). A
-//!    *private* local entry (file, prefix and root owned by this user and
-//!    writable by no one else) skips this on lookups: its tag verified when
-//!    it entered the tier, and only this user can have changed it since
-//!    (unless `reverify_private_entries`; `verify` always checks).
-//! 3. A compressed object (4) inflates to at most `max_artifact_size`.
+//! 2. With a key, the object is copied (a local file) or streamed (a remote
+//!    object) into sealed memory, and its tag (5) verifies over that
+//!    memory, before anything else reads it (decompression, the stamp).
+//!    Remote objects go to sealed memory with or without a key.
+//! 3. A compressed object (4) inflates, into sealed memory, to at most
+//!    `max_artifact_size`.
 //! 4. The artifact's own engine section hashes to the key's engine hash
 //!    (`Engine::detect_serialization_compatibility_hash`): the artifact was
-//!    compiled by an engine with exactly this engine's settings.
-//! 5. The bytes that were checked are the bytes loaded: the same open file
-//!    (a module is memory-mapped from it; a component is read from it), or
-//!    the same buffer.
+//!    compiled by an engine with exactly this engine's settings. Unkeyed, a
+//!    local file's section is read through the descriptor that was checked
+//!    (a read-only mapping), never by opening a path again.
+//! 5. The bytes that were checked are the bytes loaded: the sealed memory
+//!    itself (wasmtime maps the memfd; without memfds, it copies the
+//!    private buffer), or, unkeyed, the same open file.
 //! 6. wasmtime's own checks (`check_compatible`, the host's CPU features).
 //!
 //! A failed check 1 (a non-file), 2, 3 (not zstd), 4 or 6 proves the entry
@@ -75,16 +94,20 @@
 //! lacking a CPU feature (a miss; the fleet's entry stays), and an artifact
 //! of the other kind than the caller asked for (a module under a
 //! component's key: the caller's error). Neither does an error reading the
-//! object or its tag (I/O, network): a miss, counted as a store error.
+//! object or its tag (I/O, network), or a lack of memory for the sealed
+//! copy: a miss, counted as a store error.
 
-use crate::backend::{Backend, Fetched, LocalDir};
+use crate::backend::{Backend, Fetched, LocalDir, Streamed};
 use crate::digest::{Digest, Key};
-use crate::fsops::{Opened, read_all};
+use crate::fsops::Opened;
+use crate::sealed::{Sealed, with_mapping};
 use crate::stats::bump;
 use crate::store::{ArtifactStore, used_long_ago};
-use hmac::{Hmac, Mac};
+use crate::tag::{self, Verdict};
+use std::sync::Arc;
 use std::time::SystemTime;
 use wasmtime::component::Component;
+use wasmtime::error::Context;
 use wasmtime::{Engine, Module, Result, bail, format_err};
 
 /// Layout 2: a prefix's descriptor.
@@ -95,10 +118,6 @@ pub(crate) const ARTIFACT_SUFFIX: &str = ".cwasm";
 pub(crate) const ZSTD_SUFFIX: &str = ".zst";
 /// Layout 5: the suffix of a tag (after layout 3's).
 pub(crate) const TAG_SUFFIX: &str = ".hmac";
-/// Layout 5: the start of every tag's MAC input. Version 2 tags cover the
-/// bytes as stored (compressed or not), so a tag is checked before
-/// anything is decompressed.
-pub(crate) const HMAC_DOMAIN: &[u8] = b"cwasm-entry-v2\0";
 /// Layout 6: the start of a temporary file's name.
 pub(crate) const TMP_PREFIX: &str = ".tmp-";
 /// Layout 7: the time eviction last ran.
@@ -119,15 +138,11 @@ pub(crate) struct Rejected(pub(crate) String);
 /// What a local entry is read for.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ReadFor {
-    /// A lookup: the checked open file itself when there is no tag to
-    /// verify (unkeyed, or a private entry), so that it can be
-    /// memory-mapped; otherwise the checked bytes.
+    /// A lookup: unkeyed, the checked open file itself, so that it can be
+    /// memory-mapped; keyed, the verified sealed copy.
     Load,
-    /// `get`: the checked bytes.
+    /// `get` and `verify`: the checked bytes, in sealed memory.
     Bytes,
-    /// `verify`: the checked bytes, the tag verified even for a private
-    /// entry.
-    Audit,
 }
 
 /// The result of looking for an entry's tag.
@@ -149,7 +164,7 @@ impl ArtifactStore {
             match self.read_checked(local, key, &path, ReadFor::Load) {
                 Ok(Some((checked, used))) => {
                     let again = checked.try_clone();
-                    match checked.probe(engine, kind, self.config.max_artifact_size) {
+                    match checked.probe(engine, kind) {
                         Ok(loaded) => {
                             if used_long_ago(used)
                                 && let Err(e) = local.touch(&path)
@@ -171,20 +186,20 @@ impl ArtifactStore {
         let Some(remote) = self.remote.as_deref() else {
             return Ok(None);
         };
-        let bytes = match self.read_remote(remote, key) {
-            Ok(Some(bytes)) => bytes,
+        let sealed = match self.read_remote(remote, key) {
+            Ok(Some(sealed)) => Arc::new(sealed),
             Ok(None) => return Ok(None),
             Err(Rejected(reason)) => {
                 self.reject(remote, key, &reason);
                 return Ok(None);
             }
         };
-        check_kind(key, kind, Engine::detect_precompiled(&bytes))?;
-        // The checked bytes are loaded as they are; the local tier's copy is
-        // written off the hit path.
-        match Loaded::deserialize(engine, kind, &bytes) {
+        check_kind(key, kind, Engine::detect_precompiled(sealed.bytes()))?;
+        // The sealed memory that was checked is loaded in place; the local
+        // tier's copy is written from it, off the hit path.
+        match Loaded(State::Sealed(sealed.clone())).probe(engine, kind) {
             Ok(loaded) => {
-                self.copy_to_local(key, bytes);
+                self.copy_to_local(key, sealed);
                 Ok(Some(loaded))
             }
             Err(e) => {
@@ -208,12 +223,13 @@ impl ArtifactStore {
         }
     }
 
-    /// Reads and checks `key`'s artifact in the local tier. For a
-    /// [`ReadFor::Load`] without a tag to verify, checks the open file in
-    /// place (reading only its section table and engine section) so that
-    /// the same open file can be memory-mapped; otherwise reads the bytes,
-    /// verifies the tag, then checks the stamp. Either way the check and the
-    /// load use the same open file: a rename in between changes nothing.
+    /// Reads and checks `key`'s artifact in the local tier. Unkeyed, for a
+    /// [`ReadFor::Load`], checks the open file in place (reading only its
+    /// section table and engine section, through the descriptor) so that
+    /// the same open file can be memory-mapped. Otherwise copies the file
+    /// into sealed memory, verifies the tag (with a key) over that memory,
+    /// then checks the stamp: the memory checked is the memory loaded, and
+    /// a rename or an in-place write meanwhile changes nothing.
     pub(crate) fn read_checked(
         &self,
         local: &LocalDir,
@@ -222,12 +238,9 @@ impl ArtifactStore {
         purpose: ReadFor,
     ) -> Result<Option<(Loaded, SystemTime)>, Rejected> {
         let limit = self.config.max_artifact_size;
-        // Privacy matters only to a keyed store that trusts private entries:
-        // unkeyed hits skip its two `fstat`s.
-        let trust_private = self.config.hmac_key.is_some() && !self.config.reverify_private_entries;
-        let (file, len, private, used) = match local.open_entry(path, limit, trust_private) {
+        let (file, len, used) = match local.open_entry(path, limit) {
             Ok(Opened::Missing) => return Ok(None),
-            Ok(Opened::File(file, len, private, used)) => (file, len, private, used),
+            Ok(Opened::File(file, len, used)) => (file, len, used),
             Ok(Opened::NotAFile(what)) => return Err(Rejected(what)),
             Ok(Opened::TooLarge(len)) => {
                 self.skip(
@@ -241,16 +254,10 @@ impl ArtifactStore {
                 return Ok(None);
             }
         };
-        // A private entry's tag was verified when it entered the tier, and
-        // only this user can have changed it since (docs/store.md).
-        let verify = self.config.hmac_key.is_some()
-            && (!private || self.config.reverify_private_entries || purpose == ReadFor::Audit);
-        if purpose == ReadFor::Load && !verify {
-            return match Engine::detect_serialization_compatibility_hash_file(fd_path(&file)) {
-                // Re-opening the open file failed (no `/proc`, no descriptor
-                // left): says nothing about the entry.
+        if purpose == ReadFor::Load && self.config.hmac_key.is_none() {
+            return match with_mapping(&file, len, Engine::detect_serialization_compatibility_hash) {
                 Err(e) => {
-                    self.store_error("store read failed; treating as a miss", &e);
+                    self.store_error("store read failed; treating as a miss", &e.into());
                     Ok(None)
                 }
                 Ok(found) => {
@@ -259,21 +266,23 @@ impl ArtifactStore {
                 }
             };
         }
-        let bytes = match read_all(&file, len, limit) {
-            Ok(bytes) => bytes,
+        let sealed = match Sealed::copy_of(&file, len) {
+            Ok(sealed) => sealed,
             Err(e) => {
-                self.store_error("store read failed; treating as a miss", &e.into());
+                let e = wasmtime::Error::from(e).context("could not copy the entry to memory");
+                self.store_error("store read failed; treating as a miss", &e);
                 return Ok(None);
             }
         };
         // Nothing unauthenticated is parsed: the tag first, then the stamp.
-        if verify && let Tag::Unavailable = self.check_tag(local, key, false, &bytes)? {
+        if let Tag::Unavailable = self.check_tag(local, key, false, sealed.bytes())? {
             return Ok(None);
         }
-        check_stamp(key, Engine::detect_serialization_compatibility_hash(&bytes))?;
-        // The bytes that were verified are the ones to load: re-opening the
-        // file would let a writer swap it after the check.
-        Ok(Some((Loaded(State::Bytes(bytes)), used)))
+        check_stamp(
+            key,
+            Engine::detect_serialization_compatibility_hash(sealed.bytes()),
+        )?;
+        Ok(Some((Loaded(State::Sealed(Arc::new(sealed))), used)))
     }
 
     /// An entry left in place and treated as a miss.
@@ -282,11 +291,13 @@ impl ArtifactStore {
         tracing::warn!(engine = %key.engine, wasm = %key.wasm, reason, "not reading a stored artifact; treating it as a miss");
     }
 
+    /// Streams `key`'s remote object into sealed memory and checks it there
+    /// (tag, decompression into sealed memory, stamp).
     pub(crate) fn read_remote(
         &self,
         remote: &dyn Backend,
         key: &Key,
-    ) -> Result<Option<Vec<u8>>, Rejected> {
+    ) -> Result<Option<Sealed>, Rejected> {
         let limit = self.config.max_artifact_size;
         let raw_path = key.artifact_path();
         let zst_path = format!("{raw_path}{ZSTD_SUFFIX}");
@@ -294,32 +305,50 @@ impl ArtifactStore {
         if self.config.compress_remote {
             paths.reverse();
         }
+        let sealing = |e: std::io::Error| {
+            let e = wasmtime::Error::from(e).context("could not hold a fetched object in memory");
+            self.store_error("remote read failed; treating as a miss", &e);
+        };
         for path in &paths {
             let compressed = path.ends_with(ZSTD_SUFFIX);
-            let stored = match remote.read_limited(path, limit) {
-                Ok(Fetched::Bytes(stored)) => stored,
-                Ok(Fetched::Missing) => continue,
-                Ok(Fetched::TooLarge(len)) => {
+            let mut writer = match Sealed::writer(0) {
+                Ok(writer) => writer,
+                Err(e) => {
+                    sealing(e);
+                    return Ok(None);
+                }
+            };
+            match remote.read_to(path, limit, &mut writer) {
+                Ok(Streamed::Written(_)) => {}
+                Ok(Streamed::Missing) => continue,
+                Ok(Streamed::TooLarge(len)) => {
                     self.skip(
                         key,
                         &format!("{path} has {len} bytes, more than max_artifact_size"),
                     );
                     return Ok(None);
                 }
-                Ok(Fetched::NotAnObject(what)) => return Err(Rejected(what)),
+                Ok(Streamed::NotAnObject(what)) => return Err(Rejected(what)),
                 Err(e) => {
                     self.store_error("remote read failed; treating as a miss", &e);
+                    return Ok(None);
+                }
+            }
+            let stored = match writer.seal() {
+                Ok(stored) => stored,
+                Err(e) => {
+                    sealing(e);
                     return Ok(None);
                 }
             };
             // The tag covers the stored bytes: nothing unauthenticated is
             // decompressed.
-            if let Tag::Unavailable = self.check_tag(remote, key, compressed, &stored)? {
+            if let Tag::Unavailable = self.check_tag(remote, key, compressed, stored.bytes())? {
                 return Ok(None);
             }
-            let bytes = if compressed {
-                match decompress(&stored, limit) {
-                    Ok(Some(bytes)) => bytes,
+            let artifact = if compressed {
+                match decompress(stored.bytes(), limit) {
+                    Ok(Some(artifact)) => artifact,
                     Ok(None) => {
                         self.skip(
                             key,
@@ -327,13 +356,22 @@ impl ArtifactStore {
                         );
                         return Ok(None);
                     }
-                    Err(e) => return Err(Rejected(format!("not valid zstd: {e}"))),
+                    Err(Inflate::Invalid(e)) => {
+                        return Err(Rejected(format!("not valid zstd: {e}")));
+                    }
+                    Err(Inflate::Holding(e)) => {
+                        sealing(e);
+                        return Ok(None);
+                    }
                 }
             } else {
                 stored
             };
-            check_stamp(key, Engine::detect_serialization_compatibility_hash(&bytes))?;
-            return Ok(Some(bytes));
+            check_stamp(
+                key,
+                Engine::detect_serialization_compatibility_hash(artifact.bytes()),
+            )?;
+            return Ok(Some(artifact));
         }
         Ok(None)
     }
@@ -351,22 +389,22 @@ impl ArtifactStore {
         let Some(secret) = &self.config.hmac_key else {
             return Ok(Tag::Verified);
         };
-        let tag = match backend.read_limited(&key.tag_path(), 64) {
-            Ok(Fetched::Bytes(tag)) => tag,
-            Ok(Fetched::Missing) => return Err(Rejected("it has no HMAC tag".into())),
+        let found = match backend.read_limited(&key.tag_path(), tag::MAX_LEN) {
+            Ok(Fetched::Bytes(found)) => found,
+            Ok(Fetched::Missing) => return Err(Rejected("it has no tag".into())),
             Ok(Fetched::TooLarge(_) | Fetched::NotAnObject(_)) => {
-                return Err(Rejected("its HMAC tag is not a tag".into()));
+                return Err(Rejected("its tag is not a tag".into()));
             }
             Err(e) => {
-                self.store_error("could not read an HMAC tag; treating as a miss", &e);
+                self.store_error("could not read a tag; treating as a miss", &e);
                 return Ok(Tag::Unavailable);
             }
         };
-        let mut mac = hmac_for(secret, key, compressed);
-        mac.update(stored);
-        mac.verify_slice(&tag)
-            .map(|()| Tag::Verified)
-            .map_err(|_| Rejected("its HMAC tag does not verify".into()))
+        match tag::verify(secret, key, compressed, stored, &found) {
+            Verdict::Valid => Ok(Tag::Verified),
+            Verdict::Invalid => Err(Rejected("its tag does not verify".into())),
+            Verdict::Malformed => Err(Rejected("its tag is not a tag".into())),
+        }
     }
 
     /// A backend failure: counted and logged, and the lookup goes on as a
@@ -392,15 +430,18 @@ impl ArtifactStore {
     }
 }
 
-/// An artifact on its way to wasmtime: checked (an open file or bytes) or
-/// already deserialized. Outside this module, one comes only from the
-/// checks above or from [`Loaded::compiled`].
+/// An artifact on its way to wasmtime: checked (an open file or sealed
+/// memory), compiled, or already deserialized. Outside this module, one
+/// comes only from the checks above or from [`Loaded::compiled`].
 pub(crate) struct Loaded(State);
 
 enum State {
-    /// A checked file, and its length.
+    /// Unkeyed: a checked file, and its length, mapped in place.
     Open(std::fs::File, u64),
-    /// Checked bytes, or bytes the engine compiled.
+    /// Checked bytes in sealed memory (`sealed.rs`), shared with a copy
+    /// into the local tier.
+    Sealed(Arc<Sealed>),
+    /// Bytes the engine compiled.
     Bytes(Vec<u8>),
     Module(Module),
     Component(Component),
@@ -414,20 +455,37 @@ impl Loaded {
     }
 
     /// Deserializes into `kind`, so failures surface inside `lookup`.
-    fn probe(self, engine: &Engine, kind: Kind, limit: u64) -> Result<Loaded> {
-        // SAFETY: every `State::Open`/`State::Bytes` is either an artifact
-        // `engine` just compiled, or one that passed the checks of this
-        // module: its engine section hashes to
+    fn probe(self, engine: &Engine, kind: Kind) -> Result<Loaded> {
+        // SAFETY: every `State::Open`, `State::Sealed` and `State::Bytes` is
+        // either an artifact `engine` just compiled, or one that passed the
+        // checks of this module: its engine section hashes to
         // `engine.serialization_compatibility_hash()` and, with a key
-        // configured, its HMAC tag verified (or it is a private entry whose
-        // tag verified when it entered the local tier); it is read from the
-        // same open file that was checked.
+        // configured, its tag verified over the sealed memory loaded here,
+        // which can no longer change; unkeyed, it is the same open file that
+        // was checked.
         Ok(match (self.0, kind) {
             (State::Open(f, _), Kind::Module) => Loaded(State::Module(unsafe {
                 Module::deserialize_open_file(engine, f)?
             })),
-            (State::Open(f, len), Kind::Component) => {
-                Loaded::deserialize(engine, kind, &read_all(&f, len, limit)?)?
+            (State::Open(f, len), Kind::Component) => Loaded(State::Component(unsafe {
+                Component::deserialize(engine, Sealed::copy_of(&f, len)?.bytes())?
+            })),
+            (State::Sealed(sealed), kind) => {
+                let memfd = sealed.file();
+                match (memfd, kind, memfd.and_then(fd_path)) {
+                    (Some(memfd), Kind::Module, _) => {
+                        let memfd = memfd.try_clone().context("could not share a sealed copy")?;
+                        Loaded(State::Module(unsafe {
+                            Module::deserialize_open_file(engine, memfd)?
+                        }))
+                    }
+                    // `Component` has no `deserialize_open_file`; the path
+                    // names the sealed memfd itself, not a directory entry.
+                    (Some(_), Kind::Component, Some(path)) => Loaded(State::Component(unsafe {
+                        Component::deserialize_file(engine, path)?
+                    })),
+                    _ => Loaded::deserialize(engine, kind, sealed.bytes())?,
+                }
             }
             (State::Bytes(b), kind) => Loaded::deserialize(engine, kind, &b)?,
             (done, _) => Loaded(done),
@@ -437,7 +495,7 @@ impl Loaded {
     /// Deserializes checked bytes (see `probe`'s safety note) into `kind`.
     fn deserialize(engine: &Engine, kind: Kind, bytes: &[u8]) -> Result<Loaded> {
         // SAFETY: as in `probe`: `bytes` were compiled by `engine`, or
-        // passed this module's checks.
+        // passed this module's checks and cannot change.
         Ok(Loaded(match kind {
             Kind::Module => State::Module(unsafe { Module::deserialize(engine, bytes)? }),
             Kind::Component => State::Component(unsafe { Component::deserialize(engine, bytes)? }),
@@ -449,6 +507,7 @@ impl Loaded {
     pub(crate) fn bytes(&self) -> Option<Vec<u8>> {
         match &self.0 {
             State::Bytes(b) => Some(b.clone()),
+            State::Sealed(s) => Some(s.bytes().to_vec()),
             State::Module(m) => m.serialize().ok(),
             State::Component(c) => c.serialize().ok(),
             State::Open(..) => None,
@@ -459,6 +518,7 @@ impl Loaded {
     pub(crate) fn into_bytes(self) -> Option<Vec<u8>> {
         match self.0 {
             State::Bytes(b) => Some(b),
+            State::Sealed(s) => Some(s.bytes().to_vec()),
             _ => None,
         }
     }
@@ -468,25 +528,26 @@ impl Loaded {
     fn try_clone(&self) -> Option<Loaded> {
         Some(Loaded(match &self.0 {
             State::Open(f, len) => State::Open(f.try_clone().ok()?, *len),
+            State::Sealed(s) => State::Sealed(s.clone()),
             State::Bytes(b) => State::Bytes(b.clone()),
             _ => return None,
         }))
     }
 
-    /// What the artifact says it is, read only when wasmtime refused it
-    /// (reading it from a file parses the symbol table).
+    /// What the artifact says it is, read only when wasmtime refused it.
     fn precompiled(&self) -> Option<wasmtime::Precompiled> {
         match &self.0 {
-            State::Open(file, _) => Engine::detect_precompiled_file(fd_path(file))
+            State::Open(file, len) => with_mapping(file, *len, Engine::detect_precompiled)
                 .ok()
                 .flatten(),
+            State::Sealed(s) => Engine::detect_precompiled(s.bytes()),
             State::Bytes(bytes) => Engine::detect_precompiled(bytes),
             _ => None,
         }
     }
 
     pub(crate) fn into_module(self, engine: &Engine) -> Result<Module> {
-        match self.probe(engine, Kind::Module, u64::MAX)?.0 {
+        match self.probe(engine, Kind::Module)?.0 {
             State::Module(m) => Ok(m),
             _ => Err(format_err!(
                 "the stored artifact is a component, not a module"
@@ -495,7 +556,7 @@ impl Loaded {
     }
 
     pub(crate) fn into_component(self, engine: &Engine) -> Result<Component> {
-        match self.probe(engine, Kind::Component, u64::MAX)?.0 {
+        match self.probe(engine, Kind::Component)?.0 {
             State::Component(c) => Ok(c),
             _ => Err(format_err!(
                 "the stored artifact is a module, not a component"
@@ -533,39 +594,45 @@ fn check_stamp(key: &Key, found: Option<[u8; 32]>) -> Result<(), Rejected> {
     }
 }
 
-/// The MAC of the object stored for `key`, raw or zstd-compressed: bound to
-/// the key and to the form, so neither can be swapped for another's.
-pub(crate) fn hmac_for(secret: &[u8], key: &Key, compressed: bool) -> Hmac<sha2::Sha256> {
-    let mut mac =
-        <Hmac<sha2::Sha256> as Mac>::new_from_slice(secret).expect("HMAC accepts any key length");
-    mac.update(HMAC_DOMAIN);
-    mac.update(&key.engine.0);
-    mac.update(&key.wasm.0);
-    mac.update(&[u8::from(compressed)]);
-    mac
+/// Why inflating a compressed object failed.
+enum Inflate {
+    /// The object is not valid zstd: the entry is bad.
+    Invalid(std::io::Error),
+    /// The output could not be held (no memory): says nothing of the entry.
+    Holding(std::io::Error),
 }
 
-/// `stored` decompressed, or `None` if it would be more than `limit` bytes
-/// (never holding more than `limit + 1` of them).
-fn decompress(stored: &[u8], limit: u64) -> std::io::Result<Option<Vec<u8>>> {
-    use std::io::Read;
-    let mut out = Vec::new();
-    zstd::stream::read::Decoder::new(stored)?
-        .take(limit.saturating_add(1))
-        .read_to_end(&mut out)?;
-    Ok((out.len() as u64 <= limit).then_some(out))
+/// `stored` decompressed into sealed memory, or `None` if it would be more
+/// than `limit` bytes (never writing more than `limit + 1` of them).
+fn decompress(stored: &[u8], limit: u64) -> Result<Option<Sealed>, Inflate> {
+    use std::io::{Read, Write};
+    let mut decoder = zstd::stream::read::Decoder::new(stored)
+        .map_err(Inflate::Invalid)?
+        .take(limit.saturating_add(1));
+    let mut out = Sealed::writer(0).map_err(Inflate::Holding)?;
+    let mut buf = vec![0; 256 << 10];
+    loop {
+        let n = match decoder.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Inflate::Invalid(e)),
+        };
+        out.write_all(&buf[..n]).map_err(Inflate::Holding)?;
+    }
+    if out.len() > limit {
+        return Ok(None);
+    }
+    out.seal().map(Some).map_err(Inflate::Holding)
 }
 
-/// A path that opens the very file `file` is (not whatever is at its name
-/// now), for wasmtime's readers that take paths.
-fn fd_path(file: &std::fs::File) -> std::path::PathBuf {
+/// A path that opens the sealed memfd `file` itself, where `/proc` shows
+/// one (Linux, whose `/proc/self/fd` opens a new description of the same
+/// file: no shared offset).
+fn fd_path(file: &std::fs::File) -> Option<std::path::PathBuf> {
     use std::os::fd::AsRawFd;
-    let dir = if cfg!(target_os = "linux") {
-        "/proc/self/fd"
-    } else {
-        "/dev/fd"
-    };
-    std::path::Path::new(dir).join(file.as_raw_fd().to_string())
+    let path = std::path::Path::new("/proc/self/fd").join(file.as_raw_fd().to_string());
+    (cfg!(target_os = "linux") && path.exists()).then_some(path)
 }
 
 /// The engine hash a top-level name stands for, if it is a prefix (layout

@@ -16,11 +16,9 @@
 //!   rename it into place within the same directory descriptor, then `fsync`
 //!   the directory.
 //!
-//! An entry is *private* when its file, its engine directory and the root
-//! are all owned by this process's effective user and writable by no one
-//! else: then only that user (or root) can have put it there or changed it
-//! since, and a keyed store may load it without verifying its tag again
-//! (docs/store.md, "A private local tier").
+//! Ownership and modes are never taken as provenance: a keyed store verifies
+//! every entry it loads, whoever owns it (`entry.rs`, "The rule of a keyed
+//! store").
 
 use crate::entry::TMP_PREFIX;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, fstat, fsync, mkdirat, openat, renameat};
@@ -37,9 +35,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub(crate) enum Opened {
     /// No such entry.
     Missing,
-    /// A regular file of `len` bytes, open for reading, whether it is
-    /// private (see the module documentation), and its modification time.
-    File(File, u64, bool, std::time::SystemTime),
+    /// A regular file of `len` bytes, open for reading, and its
+    /// modification time.
+    File(File, u64, std::time::SystemTime),
     /// Something that is not an entry: a symbolic link, a FIFO, a device, a
     /// directory. Never read.
     NotAFile(String),
@@ -116,14 +114,8 @@ impl Root {
     }
 
     /// Opens the entry `path` for reading if it is a regular file of at
-    /// most `limit` bytes. With `check_private`, finds out whether it is
-    /// private (two more `fstat`s); otherwise it is reported as not.
-    pub(crate) fn open_entry(
-        &self,
-        path: &str,
-        limit: u64,
-        check_private: bool,
-    ) -> io::Result<Opened> {
+    /// most `limit` bytes.
+    pub(crate) fn open_entry(&self, path: &str, limit: u64) -> io::Result<Opened> {
         let Some((dir, name)) = self.parent(path, false)? else {
             return Ok(Opened::Missing);
         };
@@ -145,16 +137,12 @@ impl Root {
         if len > limit {
             return Ok(Opened::TooLarge(len));
         }
-        let private = check_private
-            && only_ours(&stat)
-            && only_ours(&fstat(dir.fd()).map_err(io)?)
-            && (matches!(dir, Dir::Root(_)) || only_ours(&fstat(&*self.fd).map_err(io)?));
         let modified = std::time::UNIX_EPOCH
             + std::time::Duration::new(
                 u64::try_from(stat.st_mtime).unwrap_or(0),
                 u32::try_from(stat.st_mtime_nsec).unwrap_or(0),
             );
-        Ok(Opened::File(File::from(fd), len, private, modified))
+        Ok(Opened::File(File::from(fd), len, modified))
     }
 
     /// Replaces `path` atomically with `bytes`.
@@ -215,7 +203,7 @@ impl Root {
 
     /// Sets `path`'s modification time to now, if it is a regular file.
     pub(crate) fn touch(&self, path: &str) -> io::Result<()> {
-        match self.open_entry(path, u64::MAX, false)? {
+        match self.open_entry(path, u64::MAX)? {
             Opened::File(file, ..) => {
                 let now = rustix::fs::Timespec {
                     tv_sec: 0,
@@ -233,12 +221,6 @@ impl Root {
             Opened::Missing | Opened::NotAFile(_) | Opened::TooLarge(_) => Ok(()),
         }
     }
-}
-
-/// Whether only this process's effective user (or root) can change what
-/// `stat` describes: it owns it, and neither its group nor others may write.
-fn only_ours(stat: &rustix::fs::Stat) -> bool {
-    only_ours_by(stat.st_uid, stat.st_mode)
 }
 
 /// Whether a file of owner `uid` and mode `mode` can be changed only by

@@ -24,8 +24,9 @@
 //! candidate must be a regular file (or object) within
 //! [`StoreConfig::max_artifact_size`], its own engine section is read
 //! ([`Engine::detect_serialization_compatibility_hash`]) and must equal the
-//! key's engine hash, and, with a key configured, its HMAC-SHA-256 tag must
-//! verify; the check and the load use the same open file. Entries proven bad
+//! key's engine hash, and, with a key configured, its tag must verify; the
+//! check and the load use the same memory (a sealed copy, with a key) or the
+//! same open file (without). Entries proven bad
 //! are evicted, counted, logged and compiled again; anything else (too large,
 //! a backend failure, a host lacking a CPU feature) is a miss that leaves
 //! shared entries alone.
@@ -35,10 +36,9 @@
 //! With an HMAC key, someone who can write to the store's directory or
 //! bucket but lacks the key can cause misses and recompiles, never a load of
 //! bytes whose tag did not verify, a hang, unbounded memory, or a read or
-//! write outside the store's root. (A *private* local entry, which only the
-//! store's own user can have written, is verified once, when it enters the
-//! tier, and then memory-mapped like an unkeyed hit; see
-//! [`StoreConfig::reverify_private_entries`].) Without a key, the checks guard against
+//! write outside the store's root. Every hit is verified, whoever owns the
+//! file: it is copied into sealed memory that can no longer change, its tag
+//! is checked there, and wasmtime loads that same memory. Without a key, the checks guard against
 //! misfiled and damaged artifacts only: the directory must then be writable
 //! by trusted users only. docs/store.md has the details.
 //!
@@ -69,11 +69,15 @@ mod fsops;
 mod inspect;
 mod profile;
 mod remembered;
+mod sealed;
 mod stats;
 mod store;
+mod tag;
 
 pub use admin::{EngineDescriptor, EngineSummary, Entry, GcReport};
-pub use backend::{Backend, Fetched, Listed, LocalDir, ObjectStoreBackend, RemoteOptions};
+pub use backend::{
+    Backend, Fetched, Listed, LocalDir, ObjectStoreBackend, RemoteOptions, Streamed,
+};
 pub use config::StoreConfig;
 pub use digest::{Digest, Key};
 pub use inspect::{ArtifactInfo, FlagSetting, inspect};

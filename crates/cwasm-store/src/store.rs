@@ -7,13 +7,12 @@ use crate::admin::describe;
 use crate::backend::{Backend, LocalDir, ObjectStoreBackend};
 use crate::config::StoreConfig;
 use crate::digest::{Digest, Key};
-use crate::entry::{
-    DESCRIPTOR, Kind, Loaded, ReadFor, Rejected, ZSTD_SUFFIX, hmac_for, is_artifact,
-};
+use crate::entry::{DESCRIPTOR, Kind, Loaded, ReadFor, Rejected, ZSTD_SUFFIX, is_artifact};
 use crate::flight::{ErrorChain, Flight, Landing};
 use crate::remembered::{FileStamp, Remembered};
+use crate::sealed::Sealed;
 use crate::stats::{Counters, Stats, bump};
-use hmac::Mac;
+use crate::tag;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -334,18 +333,19 @@ impl ArtifactStore {
     }
 
     /// Read-through: writes a checked remote hit into the local tier (raw,
-    /// so that it can be memory-mapped) on a thread of its own, so that its
-    /// `fsync`s stay off the hit path. The write is atomic: a crash loses
-    /// the copy, never tears it. [`ArtifactStore::flush`] (and dropping the
-    /// store) waits for the copies.
-    pub(crate) fn copy_to_local(&self, key: &Key, artifact: Vec<u8>) {
+    /// so that it can be memory-mapped) on a thread of its own, from the
+    /// sealed memory it was checked (and is loaded) in, so that its hashing
+    /// and `fsync`s stay off the hit path. The write is atomic: a crash
+    /// loses the copy, never tears it. [`ArtifactStore::flush`] (and
+    /// dropping the store) waits for the copies.
+    pub(crate) fn copy_to_local(&self, key: &Key, artifact: Arc<Sealed>) {
         let Some(local) = &self.local else {
             return;
         };
         let (local, key, config) = (local.clone(), *key, self.config.clone());
         let counters = self.counters.clone();
         let copy = move || {
-            if let Err(e) = write_entry(&config, &local, &key, &artifact, false) {
+            if let Err(e) = write_entry(&config, &local, &key, artifact.bytes(), false) {
                 bump(&counters.store_errors);
                 tracing::warn!(error = %format!("{e:#}"), "could not copy a remote hit into the local tier");
             }
@@ -397,9 +397,10 @@ impl ArtifactStore {
         }
         if let Some(remote) = self.remote.as_deref() {
             match self.read_remote(remote, key) {
-                Ok(Some(bytes)) => {
+                Ok(Some(sealed)) => {
                     bump(&self.counters.hits);
-                    self.copy_to_local(key, bytes.clone());
+                    let bytes = sealed.bytes().to_vec();
+                    self.copy_to_local(key, Arc::new(sealed));
                     return Ok(Some(bytes));
                 }
                 Ok(None) => {}
@@ -516,9 +517,7 @@ pub(crate) fn write_entry(
     };
     // The tag first: an artifact is never visible without its tag.
     if let Some(secret) = &config.hmac_key {
-        let mut mac = hmac_for(secret, key, compress);
-        mac.update(stored);
-        backend.write(&key.tag_path(), &mac.finalize().into_bytes())?;
+        backend.write(&key.tag_path(), &tag::tag(secret, key, compress, stored))?;
     }
     backend.write(&path, stored)
 }
