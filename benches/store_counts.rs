@@ -8,6 +8,11 @@
 //! the engine under valgrind is the same). Each operation's cost is then the
 //! difference of two counts over the difference of their `n`: the setup
 //! (opening the stores, the first call that hashes a file) cancels out.
+//!
+//! `store_counts hit-remote <dir> <n>` is not counted (valgrind would time
+//! out the network): with the S3 environment `cargo xtask bench` sets
+//! (`CWASM_TEST_S3_URL`, `AWS_ENDPOINT`, ...), it runs `n` remote hits
+//! into cold local tiers, for `strace -c` (docs/performance.md).
 
 mod common;
 
@@ -72,6 +77,7 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match &args[..] {
         [op, dir] if op == "prepare" => prepare(Path::new(dir)),
+        [op, dir, n] if op == "hit-remote" => remote_hits(Path::new(dir), n.parse()?),
         [op, dir, n] if OPS.contains(&op.as_str()) => run(op, Path::new(dir), n.parse()?),
         _ => bail!(
             "usage: store_counts prepare <dir> | store_counts <op> <dir> <n>; ops: {}",
@@ -141,6 +147,35 @@ fn run(op: &str, dir: &Path, n: usize) -> Result<()> {
     let all = [&store, &keyed_store];
     if all.iter().any(|s| s.stats().compiles > 0) {
         bail!("a store missed: the engine differs from the one `prepare` used");
+    }
+    Ok(())
+}
+
+/// `n` remote hits, digest supplied, each into a cold local tier, after one
+/// upload of the artifact `prepare` wrote.
+fn remote_hits(dir: &Path, n: usize) -> Result<()> {
+    use cwasm_store::{Backend, Key, ObjectStoreBackend};
+    let url = std::env::var("CWASM_TEST_S3_URL")
+        .map_err(|_| wasmtime::format_err!("hit-remote needs CWASM_TEST_S3_URL"))?;
+    let url = format!("{url}/store-counts-{}", std::process::id());
+    let wasm = std::fs::read(dir.join("app.wasm"))?;
+    let engine = new_engine(None)?;
+    let key = Key::new(&engine, &wasm)?;
+    ObjectStoreBackend::open(&url)?
+        .write(&key.artifact_path(), &std::fs::read(dir.join("app.cwasm"))?)?;
+    for _ in 0..n {
+        let local = tempfile::tempdir()?;
+        let store = ArtifactStore::new(
+            Some(LocalDir::new(local.path())?),
+            Some(Box::new(ObjectStoreBackend::open(&url)?)),
+            StoreConfig::default(),
+        )?;
+        drop(black_box(store.get_or_compile_module_with_digest(
+            &engine, &wasm, key.wasm,
+        )?));
+        if store.stats().compiles > 0 {
+            bail!("the remote hit missed");
+        }
     }
     Ok(())
 }

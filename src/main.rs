@@ -101,8 +101,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Check every entry's engine stamp against its key (and its HMAC tag,
-    /// with --hmac-key-file). Exits with 3 if any entry is bad.
+    /// Check every entry's engine stamp against its key (and its tag, with
+    /// --hmac-key-file). Exits with 3 if any entry is bad.
     Verify {
         #[command(flatten)]
         store: StoreArgs,

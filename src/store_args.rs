@@ -16,7 +16,9 @@ pub struct StoreArgs {
     /// not given.
     #[arg(long, value_name = "FILE")]
     cache_config: Option<PathBuf>,
-    /// File holding the key for HMAC-SHA-256 entry tags.
+    /// File holding the key for entry tags (keyed BLAKE3; HMAC-SHA-256 tags
+    /// of earlier versions are still accepted). With a key, every hit is
+    /// verified before it runs.
     #[arg(long)]
     hmac_key_file: Option<PathBuf>,
     /// Compress artifacts with zstd in object stores.
@@ -33,7 +35,7 @@ impl StoreArgs {
         config.hmac_key = match &self.hmac_key_file {
             Some(path) => Some(
                 std::fs::read(path)
-                    .with_context(|| format!("failed to read HMAC key {}", path.display()))?,
+                    .with_context(|| format!("failed to read the store key {}", path.display()))?,
             ),
             None => None,
         };

@@ -621,6 +621,7 @@ impl Backend for ObjectStoreBackend {
             if got.meta.size > limit {
                 return Ok(Fetched::TooLarge(got.meta.size));
             }
+            let got_size = got.meta.size;
             let mut bytes = Vec::with_capacity(usize::try_from(got.meta.size).unwrap_or(0));
             let mut stream = got.into_stream();
             while let Some(chunk) = stream.try_next().await.map_err(failed)? {
@@ -628,6 +629,13 @@ impl Backend for ObjectStoreBackend {
                     return Ok(Fetched::TooLarge((bytes.len() + chunk.len()) as u64));
                 }
                 bytes.extend_from_slice(&chunk);
+            }
+            if (bytes.len() as u64) < got_size {
+                bail!(
+                    "{}/{path}: the body ended after {} of {got_size} bytes",
+                    self.url,
+                    bytes.len()
+                );
             }
             Ok(Fetched::Bytes(bytes))
         })
@@ -654,6 +662,7 @@ impl Backend for ObjectStoreBackend {
             if got.meta.size > limit {
                 return Ok(Streamed::TooLarge(got.meta.size));
             }
+            let got_size = got.meta.size;
             let mut written = 0u64;
             let mut stream = got.into_stream();
             while let Some(chunk) = stream.try_next().await.map_err(failed)? {
@@ -663,6 +672,14 @@ impl Backend for ObjectStoreBackend {
                 }
                 out.write_all(&chunk)
                     .context("failed to hold a fetched object")?;
+            }
+            // A body cut short is the network's fault, not the object's:
+            // an error (a miss), not a damaged entry.
+            if written < got_size {
+                bail!(
+                    "{}/{path}: the body ended after {written} of {got_size} bytes",
+                    self.url
+                );
             }
             Ok(Streamed::Written(written))
         })

@@ -15,8 +15,9 @@ use wasmtime::error::Context;
 use wasmtime::{CacheConfig, Result, bail};
 
 /// The store's full configuration: wasmtime's cache settings plus what
-/// wasmtime's cache has no notion of.
-#[derive(Clone, Debug)]
+/// wasmtime's cache has no notion of. Its `Debug` output never shows the
+/// key.
+#[derive(Clone)]
 pub struct StoreConfig {
     /// Eviction limits and the compression level, in wasmtime's `[cache]`
     /// terms. Its `directory` is not used: the store's location is given to
@@ -32,6 +33,11 @@ pub struct StoreConfig {
     /// BLAKE3 (v3); HMAC-SHA-256 tags of earlier stores (v2) are still
     /// accepted. The field keeps its name for compatibility.
     pub hmac_key: Option<Vec<u8>>,
+    /// Write v2 tags (HMAC-SHA-256) instead of v3 (keyed BLAKE3, about five
+    /// times faster to verify). Both are always read. Set this only while
+    /// a store is shared with versions of this crate that read only v2
+    /// (they reject, and delete, entries with v3 tags); off by default.
+    pub write_v2_tags: bool,
     /// Compress artifacts with zstd when writing them to a remote backend
     /// (the local tier keeps them raw, so they can be memory-mapped).
     pub compress_remote: bool,
@@ -41,11 +47,28 @@ pub struct StoreConfig {
     pub max_artifact_size: u64,
 }
 
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let key = self
+            .hmac_key
+            .as_ref()
+            .map(|k| format!("<{} bytes, not shown>", k.len()));
+        f.debug_struct("StoreConfig")
+            .field("cache", &self.cache)
+            .field("hmac_key", &key)
+            .field("write_v2_tags", &self.write_v2_tags)
+            .field("compress_remote", &self.compress_remote)
+            .field("max_artifact_size", &self.max_artifact_size)
+            .finish()
+    }
+}
+
 impl Default for StoreConfig {
     fn default() -> StoreConfig {
         StoreConfig {
             cache: CacheConfig::default(),
             hmac_key: None,
+            write_v2_tags: false,
             compress_remote: false,
             max_artifact_size: StoreConfig::DEFAULT_MAX_ARTIFACT_SIZE,
         }
@@ -142,4 +165,21 @@ fn names_a_directory(path: &Path) -> Result<bool> {
         .get("cache")
         .and_then(|cache| cache.get("directory"))
         .is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_the_key() {
+        let config = StoreConfig {
+            hmac_key: Some(b"do not print this key, ever!".to_vec()),
+            ..StoreConfig::default()
+        };
+        let shown = format!("{config:?} {config:#?}");
+        assert!(!shown.contains("do not print"), "{shown}");
+        assert!(!shown.contains("100, 111, 32"), "{shown}");
+        assert!(shown.contains("<28 bytes, not shown>"), "{shown}");
+    }
 }

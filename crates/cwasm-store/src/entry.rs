@@ -89,11 +89,13 @@
 //! 6. wasmtime's own checks (`check_compatible`, the host's CPU features).
 //!
 //! A failed check 1 (a non-file), 2, 3 (not zstd), 4 or 6 proves the entry
-//! bad: it is rejected (deleted, counted, logged) and compiled again. Two
+//! bad: it is rejected (deleted, counted, logged) and compiled again. Some
 //! refusals at 6 are not the entry's fault and delete nothing: this host
-//! lacking a CPU feature (a miss; the fleet's entry stays), and an artifact
-//! of the other kind than the caller asked for (a module under a
-//! component's key: the caller's error). Neither does an error reading the
+//! lacking a CPU feature, or failing a system call wasmtime makes (no
+//! memory, memory it may not make executable on a `noexec` mount or under
+//! SELinux: `refused_by_host`), are misses that leave the fleet's entry in
+//! place; an artifact of the other kind than the caller asked for (a module
+//! under a component's key) is the caller's error. Neither does an error reading the
 //! object or its tag (I/O, network), or a lack of memory for the sealed
 //! copy: a miss, counted as a store error.
 
@@ -209,15 +211,17 @@ impl ArtifactStore {
         }
     }
 
-    /// wasmtime refused an artifact whose stamp (and tag) matched. If it is
-    /// this host that cannot run it (a CPU feature it lacks), the entry is
-    /// fine for the rest of the fleet: a miss, nothing deleted. Otherwise the
-    /// artifact is damaged: evicted.
+    /// wasmtime refused an artifact whose stamp (and tag) matched. If the
+    /// refusal is the host's (a CPU feature it lacks, no memory, memory it
+    /// may not make executable: a `noexec` mount, SELinux), the entry is
+    /// fine for the rest of the fleet, and for this host later: a miss,
+    /// nothing deleted. Only a refusal of the artifact itself (wasmtime
+    /// found it damaged or incompatible) evicts it.
     fn refused_by_wasmtime(&self, backend: &dyn Backend, key: &Key, error: &wasmtime::Error) {
         let reason = format!("wasmtime refused it: {error:#}");
-        if reason.contains("native host") {
+        if refused_by_host(error) {
             bump(&self.counters.store_errors);
-            tracing::warn!(store = %backend.describe(), engine = %key.engine, wasm = %key.wasm, reason, "this host cannot run the stored artifact; compiling instead, leaving it in place");
+            tracing::warn!(store = %backend.describe(), engine = %key.engine, wasm = %key.wasm, reason, "this host cannot load the stored artifact now; compiling instead, leaving it in place");
         } else {
             self.reject(backend, key, &reason);
         }
@@ -565,6 +569,21 @@ impl Loaded {
     }
 }
 
+/// Whether wasmtime's refusal of an artifact whose stamp matched is the
+/// host's doing, not the artifact's: this CPU lacks a feature the artifact
+/// was compiled for, or a system call failed (every `io::Error`, `Errno` or
+/// out-of-memory error in the chain: mapping, making memory executable,
+/// reading, opening). wasmtime reports what it finds wrong with an artifact
+/// in messages of its own, without an OS error.
+fn refused_by_host(error: &wasmtime::Error) -> bool {
+    format!("{error:#}").contains("native host")
+        || error.chain().any(|cause| {
+            cause.is::<std::io::Error>()
+                || cause.is::<rustix::io::Errno>()
+                || cause.is::<wasmtime::OutOfMemory>()
+        })
+}
+
 fn check_kind(key: &Key, kind: Kind, found: Option<wasmtime::Precompiled>) -> Result<()> {
     use wasmtime::Precompiled;
     match (kind, found) {
@@ -627,11 +646,12 @@ fn decompress(stored: &[u8], limit: u64) -> Result<Option<Sealed>, Inflate> {
 }
 
 /// A path that opens the sealed memfd `file` itself, where `/proc` shows
-/// one (Linux, whose `/proc/self/fd` opens a new description of the same
-/// file: no shared offset).
+/// one: Linux, whose `/proc/thread-self/fd` names this thread's descriptors
+/// (right even if the thread unshared its descriptor table) and opens a new
+/// description of the same file (no shared offset).
 fn fd_path(file: &std::fs::File) -> Option<std::path::PathBuf> {
     use std::os::fd::AsRawFd;
-    let path = std::path::Path::new("/proc/self/fd").join(file.as_raw_fd().to_string());
+    let path = std::path::Path::new("/proc/thread-self/fd").join(file.as_raw_fd().to_string());
     (cfg!(target_os = "linux") && path.exists()).then_some(path)
 }
 

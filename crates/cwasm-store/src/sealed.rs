@@ -53,7 +53,11 @@ impl Sealed {
             memfd::fill_from(&memfd, file, len)?;
             return memfd::seal(memfd);
         }
-        let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+        let mut bytes = Vec::new();
+        // A lack of memory is an error (a miss), not an abort.
+        bytes
+            .try_reserve_exact(usize::try_from(len).unwrap_or(usize::MAX))
+            .map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
         file.take(len).read_to_end(&mut bytes)?;
         Ok(Sealed(Inner::Heap(bytes)))
     }
@@ -131,6 +135,9 @@ impl Write for SealedWriter {
                 Ok(written)
             }
             WriterInner::Heap(bytes) => {
+                bytes
+                    .try_reserve(buf.len())
+                    .map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
                 bytes.extend_from_slice(buf);
                 Ok(buf.len())
             }
@@ -145,9 +152,11 @@ impl Write for SealedWriter {
 /// Runs `f` over a read-only mapping of the first `len` bytes of `file`
 /// (the descriptor the caller holds: no path is opened again).
 ///
-/// Like any mapping of a file others can write, this shows their writes;
-/// it is for reading an unkeyed entry's stamp, which wasmtime then maps the
-/// same way.
+/// Like any mapping of a file others can write, this shows their writes,
+/// and a truncation while `f` reads is a `SIGBUS`. It is for reading an
+/// unkeyed entry's stamp just before wasmtime maps the same file the same
+/// way (`Module::deserialize_open_file`), which has the same exposure: an
+/// unkeyed store must be writable by trusted users only.
 #[cfg(unix)]
 pub(crate) fn with_mapping<T>(file: &File, len: u64, f: impl FnOnce(&[u8]) -> T) -> io::Result<T> {
     let len = usize::try_from(len).map_err(|_| io::Error::other("file too large to map"))?;
@@ -161,7 +170,7 @@ pub(crate) fn with_mapping<T>(file: &File, len: u64, f: impl FnOnce(&[u8]) -> T)
             std::ptr::null_mut(),
             len,
             rustix::mm::ProtFlags::READ,
-            rustix::mm::MapFlags::SHARED,
+            rustix::mm::MapFlags::PRIVATE,
             file,
             0,
         )
@@ -245,7 +254,9 @@ mod memfd {
         Ok(Some(File::from(fd)))
     }
 
-    /// Copies the first `len` bytes of `file` into `memfd`, in the kernel.
+    /// Copies the first `len` bytes of `file` into `memfd`: in the kernel
+    /// (`sendfile`), or through a buffer where the file's file system
+    /// cannot do that.
     pub(super) fn fill_from(memfd: &File, file: &File, len: u64) -> io::Result<()> {
         let mut offset = 0u64;
         while offset < len {
@@ -255,10 +266,30 @@ mod memfd {
             let mut from = offset;
             match rustix::fs::sendfile(memfd, file, Some(&mut from), chunk) {
                 // The file shrank: what was copied is what is checked.
-                Ok(0) => break,
+                Ok(0) => return Ok(()),
                 Ok(n) => offset += n as u64,
-                Err(Errno::INTR) => continue,
+                Err(Errno::INTR | Errno::AGAIN) => continue,
+                Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => break,
                 Err(e) => return Err(io(e)),
+            }
+        }
+        if offset < len {
+            use std::io::Write;
+            use std::os::unix::fs::FileExt;
+            let mut buf = vec![0; 256 << 10];
+            let mut out = memfd;
+            while offset < len {
+                let want = buf
+                    .len()
+                    .min(usize::try_from(len - offset).unwrap_or(usize::MAX));
+                let n = match file.read_at(&mut buf[..want], offset) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                };
+                out.write_all(&buf[..n])?;
+                offset += n as u64;
             }
         }
         Ok(())
@@ -275,14 +306,16 @@ mod memfd {
         let map = if len == 0 {
             None
         } else {
-            // SAFETY: a fresh read-only mapping of a file whose size can no
-            // longer change, unmapped by `Mapping`'s drop.
+            // SAFETY: a fresh read-only mapping of a file whose bytes and
+            // size can no longer change, unmapped by `Mapping`'s drop.
+            // Private: kernels before 6.7 refuse a shared mapping of a
+            // write-sealed memfd, even a read-only one.
             let ptr = unsafe {
                 rustix::mm::mmap(
                     std::ptr::null_mut(),
                     len,
                     rustix::mm::ProtFlags::READ,
-                    rustix::mm::MapFlags::SHARED,
+                    rustix::mm::MapFlags::PRIVATE,
                     &memfd,
                     0,
                 )

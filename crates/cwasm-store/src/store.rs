@@ -517,7 +517,8 @@ pub(crate) fn write_entry(
     };
     // The tag first: an artifact is never visible without its tag.
     if let Some(secret) = &config.hmac_key {
-        backend.write(&key.tag_path(), &tag::tag(secret, key, compress, stored))?;
+        let tag = tag::tag(secret, key, compress, stored, config.write_v2_tags);
+        backend.write(&key.tag_path(), &tag)?;
     }
     backend.write(&path, stored)
 }

@@ -13,8 +13,10 @@
 //!   artifact about five times faster than HMAC-SHA-256 with SHA-NI on one
 //!   core, and a keyed lookup hashes every artifact it loads.
 //! - **v2**: 32 bytes, the HMAC-SHA-256 of [`V2_DOMAIN`] and the same
-//!   fields. Still read, so that a store written before v3 keeps its hits;
-//!   never written.
+//!   fields. Always read, so that a store written before v3 keeps its hits;
+//!   written only with `StoreConfig::write_v2_tags`, while versions that
+//!   know only v2 (and would reject, and delete, a v3-tagged entry) still
+//!   share the store.
 //!
 //! Both are compared in constant time.
 
@@ -44,9 +46,16 @@ pub(crate) enum Verdict {
     Malformed,
 }
 
-/// The v3 tag of `stored` (the object's bytes, `compressed` or not) under
-/// `key`.
-pub(crate) fn tag(secret: &[u8], key: &Key, compressed: bool, stored: &[u8]) -> Vec<u8> {
+/// The tag of `stored` (the object's bytes, `compressed` or not) under
+/// `key`: v3, or v2 with `v2` (for stores still read by versions that know
+/// only v2).
+pub(crate) fn tag(secret: &[u8], key: &Key, compressed: bool, stored: &[u8], v2: bool) -> Vec<u8> {
+    if v2 {
+        return v2_mac(secret, key, compressed, stored)
+            .finalize()
+            .into_bytes()
+            .to_vec();
+    }
     let mut tag = Vec::with_capacity(MAX_LEN as usize);
     tag.push(V3);
     tag.extend_from_slice(v3(secret, key, compressed, stored).as_bytes());
@@ -68,16 +77,10 @@ pub(crate) fn verify(
             // `blake3::Hash`'s equality is constant-time.
             v3(secret, key, compressed, stored) == blake3::Hash::from_bytes(bytes)
         }
-        v2 if v2.len() == 32 => {
-            let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(secret)
-                .expect("HMAC accepts any key length");
-            mac.update(V2_DOMAIN);
-            mac.update(&key.engine.0);
-            mac.update(&key.wasm.0);
-            mac.update(&[u8::from(compressed)]);
-            mac.update(stored);
-            mac.verify_slice(v2).is_ok()
-        }
+        // `verify_slice` compares in constant time.
+        v2 if v2.len() == 32 => v2_mac(secret, key, compressed, stored)
+            .verify_slice(v2)
+            .is_ok(),
         _ => return Verdict::Malformed,
     };
     if valid {
@@ -85,6 +88,17 @@ pub(crate) fn verify(
     } else {
         Verdict::Invalid
     }
+}
+
+fn v2_mac(secret: &[u8], key: &Key, compressed: bool, stored: &[u8]) -> Hmac<sha2::Sha256> {
+    let mut mac =
+        <Hmac<sha2::Sha256> as Mac>::new_from_slice(secret).expect("HMAC accepts any key length");
+    mac.update(V2_DOMAIN);
+    mac.update(&key.engine.0);
+    mac.update(&key.wasm.0);
+    mac.update(&[u8::from(compressed)]);
+    mac.update(stored);
+    mac
 }
 
 fn v3(secret: &[u8], key: &Key, compressed: bool, stored: &[u8]) -> blake3::Hash {
@@ -127,8 +141,9 @@ mod tests {
     fn a_tag_verifies_only_what_it_was_made_for() {
         let k = key(1, 2);
         for made in [
-            tag(SECRET, &k, false, b"bytes"),
+            tag(SECRET, &k, false, b"bytes", false),
             v2(SECRET, &k, false, b"bytes"),
+            tag(SECRET, &k, false, b"bytes", true),
         ] {
             assert_eq!(verify(SECRET, &k, false, b"bytes", &made), Verdict::Valid);
             assert_eq!(verify(SECRET, &k, false, b"bytez", &made), Verdict::Invalid);
@@ -149,7 +164,7 @@ mod tests {
     #[test]
     fn what_is_not_a_tag_is_malformed() {
         let k = key(1, 2);
-        let mut v3 = tag(SECRET, &k, false, b"x");
+        let mut v3 = tag(SECRET, &k, false, b"x", false);
         assert_eq!(v3.len() as u64, MAX_LEN);
         for bad in [&[][..], &v3[..31], &[4; 33][..]] {
             assert_eq!(verify(SECRET, &k, false, b"x", bad), Verdict::Malformed);
@@ -170,6 +185,11 @@ mod tests {
         input.extend_from_slice(b"zstd bytes");
         let mut want = vec![3];
         want.extend_from_slice(blake3::keyed_hash(&derived, &input).as_bytes());
-        assert_eq!(tag(SECRET, &k, true, b"zstd bytes"), want);
+        assert_eq!(tag(SECRET, &k, true, b"zstd bytes", false), want);
+        // And v2, when asked for, is the v2 of earlier stores.
+        assert_eq!(
+            tag(SECRET, &k, true, b"zstd bytes", true),
+            v2(SECRET, &k, true, b"zstd bytes")
+        );
     }
 }

@@ -683,3 +683,73 @@ fn an_unreadable_tag_is_a_miss_that_keeps_the_entry() -> Result<()> {
     assert_eq!(store.stats().hits, 1);
     Ok(())
 }
+
+/// A `noexec` tmpfs, unmounted on drop; `None` where this process may not
+/// mount (not root, or no `CAP_SYS_ADMIN`).
+struct NoexecMount(tempfile::TempDir);
+
+impl NoexecMount {
+    fn new() -> Option<NoexecMount> {
+        let dir = tempfile::tempdir().ok()?;
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "noexec,size=64m", "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .ok()?;
+        status.success().then_some(NoexecMount(dir))
+    }
+}
+
+impl Drop for NoexecMount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+/// A host that may not map the stored file executable (a `noexec` mount;
+/// SELinux gives the same error) cannot load an unkeyed hit: that is the
+/// host's refusal, a miss that deletes nothing (before, the entry was
+/// rejected and deleted as damaged, for every host sharing it). A keyed
+/// store loads from its sealed copy, which is not on the mount: a hit.
+#[test]
+fn a_host_that_cannot_map_code_deletes_nothing() -> Result<()> {
+    let Some(mount) = NoexecMount::new() else {
+        eprintln!("skipped: cannot mount a noexec tmpfs here (needs root)");
+        return Ok(());
+    };
+    let engine = Engine::default();
+    let root = mount.0.path().join("store");
+    ArtifactStore::open(&root)?.get_or_compile_module(&engine, &wasm(3))?;
+    let path = root.join(key(3).artifact_path());
+    for _ in 0..2 {
+        let store = ArtifactStore::open(&root)?;
+        let m = store.get_or_compile_module(&engine, &wasm(3))?;
+        assert_eq!(call(&engine, &m), 3);
+        let stats = store.stats();
+        assert_eq!(stats.rejected, 0, "{stats:?}");
+        assert!(stats.store_errors >= 1, "{stats:?}");
+        assert!(path.exists(), "the good entry was deleted");
+    }
+    let keyed_config = StoreConfig {
+        hmac_key: Some(b"sixteen bytes or more, a key".to_vec()),
+        ..StoreConfig::default()
+    };
+    let keyed_root = mount.0.path().join("keyed");
+    let keyed = || {
+        ArtifactStore::new(
+            Some(LocalDir::new(&keyed_root).unwrap()),
+            None,
+            keyed_config.clone(),
+        )
+        .unwrap()
+    };
+    keyed().get_or_compile_module(&engine, &wasm(3))?;
+    let store = keyed();
+    let m = store.get_or_compile_module(&engine, &wasm(3))?;
+    assert_eq!(call(&engine, &m), 3);
+    assert_eq!((store.stats().hits, store.stats().rejected), (1, 0));
+    Ok(())
+}

@@ -241,6 +241,116 @@ fn an_entry_rewritten_in_place_during_lookups_never_runs() -> Result<()> {
     Ok(())
 }
 
+/// A module loaded by a keyed hit runs the bytes that were verified, not
+/// the file: rewriting the entry in place after the load changes nothing
+/// (the module was loaded from a sealed copy). Deterministic: on a store
+/// that maps the entry file itself, the pages a module has not written
+/// show the file's new bytes.
+#[test]
+fn a_loaded_module_does_not_follow_its_file() -> Result<()> {
+    let engine = Engine::default();
+    let dir = private_dir();
+    let root = dir.path().join("store");
+    keyed(&root).get_or_compile_module(&engine, &wasm(4))?;
+    make_private(&root);
+    let store = keyed(&root);
+    let m = store.get_or_compile_module(&engine, &wasm(4))?;
+    assert_eq!((store.stats().hits, store.stats().compiles), (1, 0));
+    let key = Key::new(&engine, &wasm(4))?;
+    let planted = engine.precompile_module(&wasm(PLANTED))?;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(root.join(key.artifact_path()))?;
+    file.write_all_at(&planted, 0)?;
+    file.set_len(planted.len() as u64)?;
+    drop(file);
+    assert_eq!(call(&engine, &m), 4, "the module followed its file");
+    Ok(())
+}
+
+/// Components take the same path: a keyed hit verifies a sealed copy and
+/// loads it (through `/proc/thread-self/fd`, which names the memfd), and a
+/// planted component never runs.
+#[test]
+fn keyed_component_hits_are_verified_too() -> Result<()> {
+    const COMPONENT: &str = r#"(component
+      (core module $m (func (export "answer") (result i32) i32.const 7))
+      (core instance $i (instantiate $m))
+      (func (export "answer") (result s32) (canon lift (core func $i "answer"))))"#;
+    let answer = |engine: &Engine, c: &wasmtime::component::Component| -> i32 {
+        let mut store = wasmtime::Store::new(engine, ());
+        let linker = wasmtime::component::Linker::<()>::new(engine);
+        let instance = linker.instantiate(&mut store, c).unwrap();
+        let f = instance
+            .get_typed_func::<(), (i32,)>(&mut store, "answer")
+            .unwrap();
+        f.call(&mut store, ()).unwrap().0
+    };
+    let engine = Engine::default();
+    let dir = private_dir();
+    let root = dir.path().join("store");
+    keyed(&root).get_or_compile_component(&engine, COMPONENT.as_bytes())?;
+    let store = keyed(&root);
+    let c = store.get_or_compile_component(&engine, COMPONENT.as_bytes())?;
+    assert_eq!(answer(&engine, &c), 7);
+    assert_eq!((store.stats().hits, store.stats().compiles), (1, 0));
+    // A planted component under the same key, with the old tag: refused.
+    let key = Key::new(&engine, COMPONENT.as_bytes())?;
+    let planted = engine
+        .precompile_component(COMPONENT.replace("i32.const 7", "i32.const 666").as_bytes())?;
+    std::fs::write(root.join(key.artifact_path()), &planted)?;
+    make_private(&root);
+    let store = keyed(&root);
+    let c = store.get_or_compile_component(&engine, COMPONENT.as_bytes())?;
+    assert_eq!(answer(&engine, &c), 7, "the planted component ran");
+    assert_eq!((store.stats().rejected, store.stats().compiles), (1, 1));
+    Ok(())
+}
+
+/// A compressed remote object is verified as stored, inflated into sealed
+/// memory, loaded, and copied raw (with a tag of its own) into the local
+/// tier.
+#[test]
+fn a_keyed_compressed_remote_hit_loads_and_is_copied() -> Result<()> {
+    let engine = Engine::default();
+    let remote = tempfile::tempdir()?;
+    let writer = ArtifactStore::new(
+        None,
+        Some(Box::new(LocalDir::new(remote.path())?)),
+        StoreConfig {
+            compress_remote: true,
+            ..config(Some(SECRET))
+        },
+    )?;
+    writer.get_or_compile_module(&engine, &wasm(4))?;
+    let key = Key::new(&engine, &wasm(4))?;
+    assert!(
+        remote
+            .path()
+            .join(format!("{}.zst", key.artifact_path()))
+            .exists()
+    );
+    assert!(!remote.path().join(key.artifact_path()).exists());
+    let local = tempfile::tempdir()?;
+    let reader = ArtifactStore::new(
+        Some(LocalDir::new(local.path())?),
+        Some(Box::new(LocalDir::new(remote.path())?)),
+        StoreConfig {
+            compress_remote: true,
+            ..config(Some(SECRET))
+        },
+    )?;
+    let m = reader.get_or_compile_module(&engine, &wasm(4))?;
+    assert_eq!(call(&engine, &m), 4);
+    assert_eq!((reader.stats().hits, reader.stats().compiles), (1, 0));
+    reader.flush();
+    let again = keyed(local.path());
+    let m = again.get_or_compile_module(&engine, &wasm(4))?;
+    assert_eq!(call(&engine, &m), 4);
+    assert_eq!((again.stats().hits, again.stats().rejected), (1, 0));
+    Ok(())
+}
+
 /// A keyed remote hit (the object streamed into sealed memory) loads, and
 /// its copy in the local tier carries a tag that verifies: the next hit is
 /// local.
