@@ -1,7 +1,7 @@
 //! What operators do with a store: list, verify, retire generations, and
 //! evict (`gc`, with wasmtime's `[cache]` limits).
 
-use crate::backend::{Backend, Listed, LocalDir};
+use crate::backend::{Backend, Fetched, Listed, LocalDir};
 use crate::digest::{Digest, Key};
 use crate::entry::{
     DESCRIPTOR, GC_STAMP, ReadFor, Rejected, TAG_SUFFIX, ZSTD_SUFFIX, is_artifact, key_of,
@@ -17,6 +17,14 @@ use wasmtime::Result;
 /// A tag without its artifact is a write in progress (tags are written
 /// first) until it is this old.
 const ORPHAN_AGE: Duration = Duration::from_secs(60 * 60);
+
+/// How long a `gc` that waits (`ArtifactStore::gc`, `cwasm gc`) waits for
+/// another process's to finish before it fails. One `gc` deletes files for
+/// far less than this; a lock held longer is stuck or hostile.
+pub(crate) const GC_LOCK_WAIT: Duration = Duration::from_secs(15);
+
+/// The largest `engine.json` read: a descriptor is a few hundred bytes.
+const MAX_DESCRIPTOR: u64 = 64 << 10;
 
 /// What an engine-hash prefix of the store is for, written once per prefix
 /// as `<engine-hex>/engine.json`.
@@ -102,17 +110,18 @@ impl ArtifactStore {
                 bytes: 0,
                 descriptor: None,
             });
-            summary.bytes += listed.size;
+            summary.bytes = summary.bytes.saturating_add(listed.size);
             if is_artifact(&listed.path) {
                 summary.entries += 1;
             }
         }
         for summary in by_engine.values_mut() {
-            summary.descriptor = primary
-                .read(&format!("{}/{DESCRIPTOR}", summary.engine))
-                .ok()
-                .flatten()
-                .and_then(|json| serde_json::from_slice(&json).ok());
+            summary.descriptor = match primary
+                .read_limited(&format!("{}/{DESCRIPTOR}", summary.engine), MAX_DESCRIPTOR)
+            {
+                Ok(Fetched::Bytes(json)) => serde_json::from_slice(&json).ok(),
+                _ => None,
+            };
         }
         Ok(by_engine.into_values().collect())
     }
@@ -181,16 +190,16 @@ impl ArtifactStore {
         self.gc_with(dry_run, true)
     }
 
-    /// `gc`, waiting for another process's `gc` to finish (`wait`) or
-    /// returning at once if one is running. Two never run at once on one
-    /// local tier.
+    /// `gc`, waiting (at most [`GC_LOCK_WAIT`]) for another process's `gc`
+    /// to finish (`wait`) or returning at once if one is running. Two never
+    /// run at once on one local tier.
     fn gc_with(&self, dry_run: bool, wait: bool) -> Result<GcReport> {
         let primary = self.primary();
         let mut _lock = None;
         let mut temporary_bytes = 0;
         if let Some(local) = &self.local {
             if !dry_run {
-                match local.lock_gc(wait)? {
+                match local.lock_gc(wait.then_some(GC_LOCK_WAIT))? {
                     Some(lock) => _lock = Some(lock),
                     None => {
                         return Ok(GcReport {
@@ -202,7 +211,10 @@ impl ArtifactStore {
                 local.remove_stale_temporaries()?;
             }
             // Writes in progress take room too.
-            temporary_bytes = local.temporaries()?.iter().map(|t| t.size).sum();
+            temporary_bytes = local
+                .temporaries()?
+                .iter()
+                .fold(0u64, |sum, t| sum.saturating_add(t.size));
         }
         let listed = primary.list("")?;
         let mut report = GcReport::default();
@@ -232,13 +244,17 @@ impl ArtifactStore {
             .map(|l| {
                 (
                     l,
-                    l.size + tag_sizes.get(l.path.as_str()).copied().unwrap_or(0),
+                    l.size
+                        .saturating_add(tag_sizes.get(l.path.as_str()).copied().unwrap_or(0)),
                 )
             })
             .collect();
         let c = &self.config.cache;
         report.entries_before = artifacts.len() as u64;
-        report.bytes_before = artifacts.iter().map(|(_, s)| s).sum::<u64>() + temporary_bytes;
+        // Sums saturate: sizes come from listings others can plant in.
+        report.bytes_before = artifacts
+            .iter()
+            .fold(temporary_bytes, |sum, (_, size)| sum.saturating_add(*size));
         if let Some(local) = &self.local
             && !dry_run
         {
@@ -249,8 +265,10 @@ impl ArtifactStore {
         {
             return Ok(report);
         }
-        let count_target =
-            c.file_count_soft_limit() * u64::from(c.file_count_limit_percent_if_deleting()) / 100;
+        let count_target = c
+            .file_count_soft_limit()
+            .saturating_mul(u64::from(c.file_count_limit_percent_if_deleting()))
+            / 100;
         let size_target = ((u128::from(c.files_total_size_soft_limit())
             * u128::from(c.files_total_size_limit_percent_if_deleting()))
             / 100) as u64;
@@ -268,9 +286,9 @@ impl ArtifactStore {
                 primary.delete(&key.tag_path())?;
                 bump(&self.counters.evictions);
             }
-            count -= 1;
-            bytes -= size;
-            report.bytes_freed += size;
+            count = count.saturating_sub(1);
+            bytes = bytes.saturating_sub(size);
+            report.bytes_freed = report.bytes_freed.saturating_add(size);
             report.deleted.push(key);
         }
         tracing::info!(
@@ -288,9 +306,11 @@ impl ArtifactStore {
         let stamp = local.root().join(GC_STAMP);
         // `symlink_metadata`: a planted link says nothing about our stamp.
         let due = match std::fs::symlink_metadata(&stamp).and_then(|m| m.modified()) {
-            Ok(at) => {
-                at.elapsed().unwrap_or(Duration::ZERO) >= self.config.cache.cleanup_interval()
-            }
+            // A stamp dated in the future (a clock set back, or a planted
+            // stamp) would put off every gc until then: due now.
+            Ok(at) => !at
+                .elapsed()
+                .is_ok_and(|ago| ago < self.config.cache.cleanup_interval()),
             Err(_) => true,
         };
         if !due {

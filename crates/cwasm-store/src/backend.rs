@@ -145,6 +145,14 @@ pub struct LocalDir {
     fs: Root,
 }
 
+/// What a local file costs the disk, for eviction: its allocated blocks,
+/// but never more than its length. A sparse file (a planted 1 PiB
+/// `.tmp-x`, say) counts what it occupies, not what it claims.
+fn stored_size(meta: &fs::Metadata) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    meta.len().min(meta.blocks().saturating_mul(512))
+}
+
 /// Temporary files older than this are debris of crashed writers.
 const STALE_TMP: Duration = Duration::from_secs(60 * 60);
 
@@ -203,7 +211,11 @@ impl LocalDir {
         };
         for entry in entries {
             let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
+            // Not the store's (its names are ASCII), and a lossy
+            // conversion could name another file.
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
             let path = format!("{dir}/{name}");
             if name.starts_with(TMP_PREFIX) || !path.starts_with(prefix) {
                 continue;
@@ -212,16 +224,16 @@ impl LocalDir {
             let Ok(meta) = entry.metadata() else { continue };
             out.push(Listed {
                 path,
-                size: meta.len(),
+                size: stored_size(&meta),
                 last_used: meta.modified()?,
             });
         }
         Ok(())
     }
 
-    /// Takes the store's `gc` lock: `None` if another process holds it and
-    /// `wait` is false.
-    pub(crate) fn lock_gc(&self, wait: bool) -> Result<Option<std::fs::File>> {
+    /// Takes the store's `gc` lock, trying for at most `wait` (`None`: not
+    /// at all): `None` if another process holds it and `wait` is `None`.
+    pub(crate) fn lock_gc(&self, wait: Option<Duration>) -> Result<Option<std::fs::File>> {
         self.fs
             .lock(GC_LOCK, wait)
             .with_context(|| format!("failed to lock {}", self.root.join(GC_LOCK).display()))
@@ -236,12 +248,19 @@ impl LocalDir {
             if !dir.file_type()?.is_dir() {
                 continue;
             }
-            let name = dir.file_name().to_string_lossy().into_owned();
+            let Ok(name) = dir.file_name().into_string() else {
+                continue;
+            };
             if prefix_engine(&name).is_none() {
                 continue;
             }
+            // A name that is not UTF-8 is not the store's, and keeps the
+            // directory.
             let names: Vec<String> = fs::read_dir(dir.path())?
-                .filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
+                .filter_map(|e| {
+                    let name = e.ok()?.file_name();
+                    Some(name.into_string().unwrap_or_default())
+                })
                 .collect();
             let descriptor = format!("{name}/{DESCRIPTOR}");
             let old = |path: &str| {
@@ -268,19 +287,23 @@ impl LocalDir {
         let mut dirs = vec![String::new()];
         for dir in fs::read_dir(&self.root)? {
             let dir = dir?;
-            if dir.file_type()?.is_dir() {
-                dirs.push(format!("{}/", dir.file_name().to_string_lossy()));
+            if dir.file_type()?.is_dir()
+                && let Ok(name) = dir.file_name().into_string()
+            {
+                dirs.push(format!("{name}/"));
             }
         }
         for dir in dirs {
             for entry in fs::read_dir(self.root.join(&dir))? {
                 let entry = entry?;
-                let name = entry.file_name().to_string_lossy().into_owned();
+                let Ok(name) = entry.file_name().into_string() else {
+                    continue;
+                };
                 let Ok(meta) = entry.metadata() else { continue };
                 if name.starts_with(TMP_PREFIX) && meta.is_file() {
                     out.push(Listed {
                         path: format!("{dir}{name}"),
-                        size: meta.len(),
+                        size: stored_size(&meta),
                         last_used: meta.modified()?,
                     });
                 }
@@ -365,8 +388,10 @@ impl Backend for LocalDir {
             };
             for dir in top {
                 let dir = dir?;
-                if dir.file_type()?.is_dir() {
-                    self.list_dir(&dir.file_name().to_string_lossy(), prefix, &mut out)?;
+                if dir.file_type()?.is_dir()
+                    && let Ok(name) = dir.file_name().into_string()
+                {
+                    self.list_dir(&name, prefix, &mut out)?;
                 }
             }
         }
@@ -574,6 +599,18 @@ impl ObjectStoreBackend {
         })
     }
 
+    /// Whether the object exists (a HEAD: nothing of it is read).
+    fn exists(&self, path: &str) -> Result<bool> {
+        let object = self.object(path);
+        self.run(async {
+            match self.store.head(&object).await {
+                Ok(_) => Ok(true),
+                Err(object_store::Error::NotFound { .. }) => Ok(false),
+                Err(e) => Err(format_err!("failed to look up {}/{path}: {e}", self.url)),
+            }
+        })
+    }
+
     fn object(&self, path: &str) -> ObjectPath {
         let mut parts: Vec<_> = self.prefix.parts().collect();
         parts.extend(path.split('/').map(Into::into));
@@ -719,7 +756,7 @@ impl Backend for ObjectStoreBackend {
                 Err(e) => Err(format_err!("failed to write {}/{path}: {e}", self.url)),
             }
         })?;
-        if !created && self.read(path)?.is_none() {
+        if !created && !self.exists(path)? {
             self.write(path, bytes)?;
         }
         Ok(())

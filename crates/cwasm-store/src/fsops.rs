@@ -30,6 +30,7 @@ use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 /// What opening an entry found.
 pub(crate) enum Opened {
@@ -245,22 +246,59 @@ impl Dir {
 
 impl Root {
     /// Takes the exclusive lock on the file `name` in the root (created if
-    /// needed, never through a symbolic link). With `wait`, blocks until it
-    /// is free; otherwise returns `None` if another process holds it. The
-    /// lock is released when the returned file is closed.
-    pub(crate) fn lock(&self, name: &str, wait: bool) -> io::Result<Option<File>> {
+    /// needed, never through a symbolic link). With `wait`, tries for that
+    /// long and then fails; otherwise returns `None` at once if another
+    /// process holds it. The lock is released when the returned file is
+    /// closed.
+    ///
+    /// `flock` needs only an open file, not write permission: so that only
+    /// the store's writers can take the lock (and stop every other gc), the
+    /// file is readable by its owner only, or by its group too where the
+    /// root is group-writable (a store shared by a group). A lock file this
+    /// user created with a wider mode (earlier versions: 0644) is narrowed.
+    pub(crate) fn lock(&self, name: &str, wait: Option<Duration>) -> io::Result<Option<File>> {
         use rustix::fs::{FlockOperation, flock};
-        let flags = OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let fd = openat(&*self.fd, name, flags, Mode::from_raw_mode(0o644)).map_err(io)?;
-        let op = if wait {
-            FlockOperation::LockExclusive
-        } else {
-            FlockOperation::NonBlockingLockExclusive
+        let shared = fstat(&*self.fd).map_err(io)?.st_mode & 0o020 != 0;
+        let mode = if shared { 0o660 } else { 0o600 };
+        let flags = OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = match openat(
+            &*self.fd,
+            name,
+            flags | OFlags::RDWR,
+            Mode::from_raw_mode(mode),
+        ) {
+            Ok(fd) => fd,
+            // A group member whose umask took the group's write bit when
+            // another member created it: reading is enough for `flock`.
+            Err(Errno::ACCESS) => {
+                openat(&*self.fd, name, flags | OFlags::RDONLY, Mode::empty()).map_err(io)?
+            }
+            Err(e) => return Err(io(e)),
         };
-        match flock(&fd, op) {
-            Ok(()) => Ok(Some(File::from(fd))),
-            Err(Errno::WOULDBLOCK) => Ok(None),
-            Err(e) => Err(io(e)),
+        let stat = fstat(&fd).map_err(io)?;
+        if stat.st_uid == rustix::process::geteuid().as_raw() && stat.st_mode & 0o777 != mode {
+            rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)).map_err(io)?;
+        }
+        let deadline = wait.map(|wait| std::time::Instant::now() + wait);
+        loop {
+            match flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => return Ok(Some(File::from(fd))),
+                Err(Errno::INTR) => {}
+                Err(Errno::WOULDBLOCK) => match deadline {
+                    None => return Ok(None),
+                    Some(deadline) if std::time::Instant::now() >= deadline => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!(
+                                "another process has held the store's `{name}` for more than {:?}",
+                                wait.unwrap_or_default()
+                            ),
+                        ));
+                    }
+                    Some(_) => std::thread::sleep(Duration::from_millis(50)),
+                },
+                Err(e) => return Err(io(e)),
+            }
         }
     }
 

@@ -753,3 +753,165 @@ fn a_host_that_cannot_map_code_deletes_nothing() -> Result<()> {
     assert_eq!((store.stats().hits, store.stats().rejected), (1, 0));
     Ok(())
 }
+
+/// Anyone who can open `.gc-lock` can `flock` it (no write permission
+/// needed), and used to be able to stop every gc of the store. The lock is
+/// now readable by the store's writers only (0600 here; 0660 in a
+/// group-writable root), an older 0644 lock is narrowed, and a waiting gc
+/// gives up after a bounded time with a clear error instead of blocking
+/// forever.
+#[test]
+fn a_held_gc_lock_stops_no_one_for_ever() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let _serial = serial();
+    let dir = tempfile::tempdir()?;
+    let lock_path = dir.path().join(".gc-lock");
+    // An older version's lock, readable by everyone.
+    std::fs::write(&lock_path, b"")?;
+    std::fs::set_permissions(&lock_path, std::fs::Permissions::from_mode(0o644))?;
+    let store = ArtifactStore::open(dir.path())?;
+    store.gc(false)?;
+    let mode = std::fs::metadata(&lock_path)?.permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "others can still open the lock: {mode:o}");
+    // A group-shared root gives the group the lock too, and others nothing.
+    let shared = tempfile::tempdir()?;
+    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o2770))?;
+    ArtifactStore::open(shared.path())?.gc(false)?;
+    let mode = std::fs::metadata(shared.path().join(".gc-lock"))?
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o660, "{mode:o}");
+
+    // Someone holds it (a writer: only writers can open it now).
+    let holder = std::fs::File::open(&lock_path)?;
+    rustix::fs::flock(&holder, rustix::fs::FlockOperation::LockExclusive)?;
+    let start = Instant::now();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(store.gc(false).map_err(|e| format!("{e:#}"))));
+    let result = rx
+        .recv_timeout(Duration::from_secs(40))
+        .expect("a waiting gc gave up within its bound");
+    let error = result.expect_err("gc ran while another held the lock");
+    assert!(error.contains("held the store's `.gc-lock`"), "{error}");
+    assert!(
+        start.elapsed() >= Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+    Ok(())
+}
+
+/// A `.gc-stamp` dated in the future (a clock set back, or planted) used to
+/// put off every gc until that date: it is due at once.
+#[test]
+fn a_gc_stamp_in_the_future_is_due() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut cache = CacheConfig::new();
+    cache.with_file_count_soft_limit(2);
+    let config = StoreConfig {
+        cache,
+        ..StoreConfig::default()
+    };
+    let store = ArtifactStore::new(Some(LocalDir::new(dir.path())?), None, config)?;
+    let engine = Engine::default();
+    // The first put runs gc and stamps the store now; the next ones, within
+    // the default hour, do not.
+    for n in 1..=4 {
+        store.get_or_compile_module(&engine, &wasm(n))?;
+    }
+    assert_eq!(store.stats().evictions, 0);
+    let stamp = std::fs::File::options()
+        .write(true)
+        .open(dir.path().join(".gc-stamp"))?;
+    stamp.set_modified(SystemTime::now() + Duration::from_secs(10 * 365 * 86_400))?;
+    store.get_or_compile_module(&engine, &wasm(5))?;
+    assert!(store.stats().evictions > 0, "{:?}", store.stats());
+    Ok(())
+}
+
+/// gc counted apparent sizes: a sparse 1 TiB `.tmp-` file, or sparse fake
+/// artifacts in an engine directory of one's own, made every gc delete every
+/// real entry. It counts allocated blocks now.
+#[test]
+fn sparse_files_do_not_make_gc_evict_everything() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = ArtifactStore::open(dir.path())?;
+    let engine = Engine::default();
+    for n in 1..=3 {
+        store.get_or_compile_module(&engine, &wasm(n))?;
+    }
+    let huge = 1u64 << 40;
+    std::fs::File::create(dir.path().join(".tmp-planted"))?.set_len(huge)?;
+    let fake_engine = "ab".repeat(32);
+    std::fs::create_dir(dir.path().join(&fake_engine))?;
+    for i in 0..3 {
+        let name = format!("{fake_engine}/{}.cwasm", format!("{i:02x}").repeat(32));
+        std::fs::File::create(dir.path().join(name))?.set_len(huge)?;
+    }
+    let report = store.gc(false)?;
+    assert!(
+        report
+            .deleted
+            .iter()
+            .all(|k| k.engine.to_string() == fake_engine),
+        "{report:?}"
+    );
+    for n in 1..=3 {
+        assert!(
+            dir.path().join(key(n).artifact_path()).exists(),
+            "entry {n} was evicted"
+        );
+    }
+    Ok(())
+}
+
+/// A backend that lists what it is told to, for sizes no file system has.
+#[derive(Debug)]
+struct Listing(Vec<Listed>);
+
+impl Backend for Listing {
+    fn describe(&self) -> String {
+        "listing".into()
+    }
+    fn read(&self, _: &str) -> Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
+    fn write(&self, _: &str, _: &[u8]) -> Result<()> {
+        Ok(())
+    }
+    fn delete(&self, _: &str) -> Result<()> {
+        Ok(())
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
+        Ok(self
+            .0
+            .iter()
+            .filter(|l| l.path.starts_with(prefix))
+            .cloned()
+            .collect())
+    }
+}
+
+/// Three objects of 2^63 - 1 bytes used to overflow gc's sums (a panic in
+/// debug builds, a wrapped total in release ones). The sums saturate now.
+#[test]
+fn gc_sums_do_not_overflow() -> Result<()> {
+    let listed = (1..=3)
+        .map(|n| Listed {
+            path: key(n).artifact_path(),
+            size: i64::MAX as u64,
+            last_used: SystemTime::now(),
+        })
+        .collect();
+    let store = ArtifactStore::new(
+        None,
+        Some(Box::new(Listing(listed))),
+        StoreConfig::default(),
+    )?;
+    let report = store.gc(true)?;
+    assert_eq!(report.bytes_before, u64::MAX);
+    assert!(!report.deleted.is_empty(), "{report:?}");
+    assert!(store.engines()?.iter().all(|e| e.bytes == u64::MAX));
+    Ok(())
+}
