@@ -151,8 +151,9 @@ fn run(op: &str, dir: &Path, n: usize) -> Result<()> {
     Ok(())
 }
 
-/// `n` remote hits, digest supplied, each into a cold local tier, after one
-/// upload of the artifact `prepare` wrote.
+/// `n` remote hits, digest supplied, through one store (one connection):
+/// after each, the copy the hit wrote into the local tier is waited for
+/// and removed, so that the next lookup is a remote hit again.
 fn remote_hits(dir: &Path, n: usize) -> Result<()> {
     use cwasm_store::{Backend, Key, ObjectStoreBackend};
     let url = std::env::var("CWASM_TEST_S3_URL")
@@ -161,21 +162,23 @@ fn remote_hits(dir: &Path, n: usize) -> Result<()> {
     let wasm = std::fs::read(dir.join("app.wasm"))?;
     let engine = new_engine(None)?;
     let key = Key::new(&engine, &wasm)?;
-    ObjectStoreBackend::open(&url)?
-        .write(&key.artifact_path(), &std::fs::read(dir.join("app.cwasm"))?)?;
+    let remote = ObjectStoreBackend::open(&url)?;
+    remote.write(&key.artifact_path(), &std::fs::read(dir.join("app.cwasm"))?)?;
+    let local = tempfile::tempdir()?;
+    let store = ArtifactStore::new(
+        Some(LocalDir::new(local.path())?),
+        Some(Box::new(remote)),
+        StoreConfig::default(),
+    )?;
     for _ in 0..n {
-        let local = tempfile::tempdir()?;
-        let store = ArtifactStore::new(
-            Some(LocalDir::new(local.path())?),
-            Some(Box::new(ObjectStoreBackend::open(&url)?)),
-            StoreConfig::default(),
-        )?;
         drop(black_box(store.get_or_compile_module_with_digest(
             &engine, &wasm, key.wasm,
         )?));
-        if store.stats().compiles > 0 {
-            bail!("the remote hit missed");
-        }
+        store.flush();
+        std::fs::remove_file(local.path().join(key.artifact_path()))?;
+    }
+    if store.stats().compiles > 0 {
+        bail!("a remote hit missed");
     }
     Ok(())
 }

@@ -139,7 +139,9 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Error chains carry names and server messages others chose:
+            // shown without their control characters (escape sequences).
+            eprintln!("error: {}", printable(&format!("{e:#}")));
             if e.is::<flags::InvalidOptions>() {
                 ExitCode::from(EXIT_USAGE)
             } else {

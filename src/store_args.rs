@@ -45,8 +45,12 @@ impl StoreArgs {
             (None, Some(dir)) => dir.display().to_string(),
             (None, None) => default_store()?.display().to_string(),
         };
-        ArtifactStore::open_location(&location, config)
-            .with_context(|| format!("failed to open the store at {location}"))
+        ArtifactStore::open_location(&location, config).with_context(|| {
+            format!(
+                "failed to open the store at {}",
+                cwasm_store::shown_location(&location)
+            )
+        })
     }
 }
 

@@ -516,3 +516,44 @@ fn compile_remembers_digests_of_unchanged_files_across_runs() {
     let stderr = String::from_utf8(out).unwrap();
     assert!(stderr.contains("writable by other users"), "{stderr}");
 }
+
+/// What the CLI prints never carries a store URL's credentials or query
+/// (SAS tokens, signatures), nor the control characters of names and
+/// messages others chose (a directory named with an escape sequence).
+#[test]
+fn credentials_and_escape_sequences_never_reach_the_terminal() {
+    let output = cwasm()
+        .args([
+            "ls",
+            "--store",
+            "nosuch://someone:hunter2@host/p?sig=s3cr3t",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for secret in ["hunter2", "s3cr3t", "someone"] {
+        assert!(!stderr.contains(secret), "{secret} shown: {stderr}");
+    }
+    assert!(
+        stderr.contains("<redacted>") || stderr.contains("<credentials>"),
+        "{stderr}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let hostile = dir.path().join("store\u{1b}]0;owned\u{7}\u{1b}[2J");
+    std::fs::write(&hostile, b"a file where a directory should be").unwrap();
+    let output = cwasm()
+        .arg("ls")
+        .arg("--store")
+        .arg(&hostile)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "an escape sequence reached the terminal: {stderr:?}"
+    );
+    assert!(stderr.contains("\\u{1b}"), "{stderr:?}");
+}

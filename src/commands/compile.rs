@@ -71,7 +71,7 @@ pub fn compile(
     if let Some(file) = &remembered
         && let Err(e) = store.load_remembered_digests(file)
     {
-        eprintln!("warning: {e:#}");
+        eprintln!("warning: {}", crate::printable(&format!("{e:#}")));
     }
     let progress = (!json && std::io::stderr().is_terminal()).then(|| {
         let bar = indicatif::ProgressBar::new(files.len() as u64);
@@ -111,7 +111,7 @@ pub fn compile(
     if let Some(file) = &remembered
         && let Err(e) = store.save_remembered_digests(file)
     {
-        eprintln!("warning: {e:#}");
+        eprintln!("warning: {}", crate::printable(&format!("{e:#}")));
     }
     if json {
         print_json(&results)?;

@@ -1,5 +1,6 @@
 //! `demo`, the main job: the feature end to end, on the local store.
 
+use crate::printable;
 use crate::store_args::{StoreArgs, default_store};
 use cwasm_store::{Digest, Key};
 use wasmtime::error::Context;
@@ -22,7 +23,8 @@ pub fn demo(store_args: &StoreArgs) -> Result<()> {
         .clone()
         .map_or_else(|| default_store().map(|p| p.display().to_string()), Ok)?;
     println!(
-        "examples/hello.wat is stored at {location}/{}",
+        "examples/hello.wat is stored at {}/{}",
+        printable(&cwasm_store::shown_location(&location)),
         key.artifact_path()
     );
     let artifact = store

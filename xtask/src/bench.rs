@@ -436,6 +436,11 @@ impl Pair {
             fork::upstream_dir(root, line)?,
             root.join("crates/wasmtime"),
         ];
+        // The sides resolve offline from the repository's lockfile, which
+        // needs every package it names on disk, those of other platforms
+        // included (a fresh machine has only what its builds used).
+        run(cargo().current_dir(root).args(["fetch", "--locked"]))
+            .context("fetching the lockfile's packages")?;
         for (side, source) in [&pristine, &fork_side].into_iter().zip(sources) {
             sync_dir(&source, &side.dir.join("wasmtime"))?;
             // Both copies become workspace members the same way.

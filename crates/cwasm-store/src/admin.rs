@@ -4,8 +4,7 @@
 use crate::backend::{Backend, Fetched, Listed, LocalDir};
 use crate::digest::{Digest, Key};
 use crate::entry::{
-    DESCRIPTOR, GC_STAMP, ReadFor, Rejected, TAG_SUFFIX, ZSTD_SUFFIX, is_artifact, key_of,
-    prefix_engine,
+    DESCRIPTOR, GC_STAMP, ReadFor, TAG_SUFFIX, ZSTD_SUFFIX, is_artifact, key_of, prefix_engine,
 };
 use crate::stats::bump;
 use crate::store::ArtifactStore;
@@ -156,8 +155,8 @@ impl ArtifactStore {
                     .map(drop),
                 None => self.read_remote(primary, &key).map(drop),
             };
-            if let Err(Rejected(reason)) = result {
-                bad.push((key, reason));
+            if let Err(rejected) = result {
+                bad.push((key, rejected.reason));
             }
         }
         Ok(bad)

@@ -5,7 +5,7 @@
 //! sees the old object, the new one, or none, never a part.
 
 use crate::entry::{DESCRIPTOR, GC_LOCK, TMP_PREFIX, prefix_engine};
-use crate::fsops::{Opened, Root, read_all};
+use crate::fsops::{FileId, Opened, Root, read_all};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use std::fs;
@@ -176,6 +176,15 @@ impl LocalDir {
         self.fs
             .open_entry(path, limit)
             .with_context(|| format!("failed to open {}", self.root.join(path).display()))
+    }
+
+    /// Removes the entry `path` if it is still the file `id` (or, with
+    /// `None`, still not a regular file); see `Root::delete_checked`.
+    pub(crate) fn delete_checked(&self, path: &str, id: Option<FileId>) -> Result<bool> {
+        self.check_path(path)?;
+        self.fs
+            .delete_checked(path, id)
+            .with_context(|| format!("failed to delete {}", self.root.join(path).display()))
     }
 
     fn check_path(&self, path: &str) -> Result<()> {
@@ -460,6 +469,16 @@ impl Default for RemoteOptions {
     }
 }
 
+/// A store location (a directory, or an object store URL) as it may be
+/// shown: a URL without user name, password or query (where SAS tokens and
+/// signatures live); a path as it is.
+pub fn shown_location(location: &str) -> String {
+    match url::Url::parse(location) {
+        Ok(url) if location.contains("://") => redact(&url),
+        _ => location.to_string(),
+    }
+}
+
 /// `url` without user name, password or query (where SAS tokens and
 /// signatures live), for anything that is shown.
 pub(crate) fn redact(url: &url::Url) -> String {
@@ -527,12 +546,6 @@ impl ObjectStoreBackend {
             "timeout".into(),
             format!("{}ms", remote.timeout.as_millis()),
         ));
-        let (store, prefix) = object_store::parse_url_opts(&parsed, options)
-            .map_err(|e| format_err!("cannot open `{shown}`: {e}"))?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("failed to start the object store's runtime")?;
         let mut secrets: Vec<String> = parsed.query_pairs().map(|(_, v)| v.into_owned()).collect();
         secrets.extend(parsed.query().map(str::to_string));
         secrets.extend(parsed.password().map(str::to_string));
@@ -540,6 +553,18 @@ impl ObjectStoreBackend {
         secrets.retain(|s| !s.is_empty());
         // Longest first, so that a secret containing another is removed whole.
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        let (store, prefix) = object_store::parse_url_opts(&parsed, options).map_err(|e| {
+            // The client's message quotes the URL whole.
+            let mut text = e.to_string().replace(url, &shown);
+            for secret in &secrets {
+                text = text.replace(secret.as_str(), "<redacted>");
+            }
+            format_err!("cannot open `{shown}`: {text}")
+        })?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("failed to start the object store's runtime")?;
         Ok(ObjectStoreBackend {
             secrets,
             url: shown,

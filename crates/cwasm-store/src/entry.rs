@@ -89,7 +89,9 @@
 //! 6. wasmtime's own checks (`check_compatible`, the host's CPU features).
 //!
 //! A failed check 1 (a non-file), 2, 3 (not zstd), 4 or 6 proves the entry
-//! bad: it is rejected (deleted, counted, logged) and compiled again. Some
+//! bad: it is rejected (deleted, counted, logged) and compiled again. A
+//! rejection deletes only what was checked ([`Checked`]): the local file
+//! while its name still names it, the remote object of the form read. Some
 //! refusals at 6 are not the entry's fault and delete nothing: this host
 //! lacking a CPU feature, or failing a system call wasmtime makes (no
 //! memory, memory it may not make executable on a `noexec` mount or under
@@ -101,7 +103,7 @@
 
 use crate::backend::{Backend, Fetched, LocalDir, Streamed};
 use crate::digest::{Digest, Key};
-use crate::fsops::Opened;
+use crate::fsops::{FileId, Opened};
 use crate::sealed::{Sealed, with_mapping};
 use crate::stats::bump;
 use crate::store::{ArtifactStore, used_long_ago};
@@ -134,8 +136,23 @@ pub(crate) enum Kind {
     Component,
 }
 
-/// Why an entry was refused.
-pub(crate) struct Rejected(pub(crate) String);
+/// Why an entry was refused, and what exactly was checked: a rejection
+/// deletes that, and nothing else (not a file a writer renamed into place
+/// since, not the other form of the entry).
+pub(crate) struct Rejected {
+    pub(crate) reason: String,
+    pub(crate) checked: Checked,
+}
+
+/// What a check read.
+#[derive(Clone, Debug)]
+pub(crate) enum Checked {
+    /// The local tier's file at the artifact path, by identity; `None`: a
+    /// name there that is not a regular file (a link, a FIFO).
+    Local(Option<FileId>),
+    /// The remote object at this path (raw or compressed).
+    Remote(String),
+}
 
 /// What a local entry is read for.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -164,7 +181,7 @@ impl ArtifactStore {
         let path = key.artifact_path();
         if let Some(local) = &self.local {
             match self.read_checked(local, key, &path, ReadFor::Load) {
-                Ok(Some((checked, used))) => {
+                Ok(Some((checked, used, id))) => {
                     let again = checked.try_clone();
                     match checked.probe(engine, kind) {
                         Ok(loaded) => {
@@ -177,22 +194,22 @@ impl ArtifactStore {
                         }
                         Err(e) => {
                             check_kind(key, kind, again.as_ref().and_then(Loaded::precompiled))?;
-                            self.refused_by_wasmtime(local, key, &e);
+                            self.refused_by_wasmtime(local, key, &e, Checked::Local(Some(id)));
                         }
                     }
                 }
                 Ok(None) => {}
-                Err(Rejected(reason)) => self.reject(local, key, &reason),
+                Err(rejected) => self.reject(local, key, &rejected),
             }
         }
         let Some(remote) = self.remote.as_deref() else {
             return Ok(None);
         };
-        let sealed = match self.read_remote(remote, key) {
-            Ok(Some(sealed)) => Arc::new(sealed),
+        let (sealed, path) = match self.read_remote(remote, key) {
+            Ok(Some((sealed, path))) => (Arc::new(sealed), path),
             Ok(None) => return Ok(None),
-            Err(Rejected(reason)) => {
-                self.reject(remote, key, &reason);
+            Err(rejected) => {
+                self.reject(remote, key, &rejected);
                 return Ok(None);
             }
         };
@@ -205,7 +222,7 @@ impl ArtifactStore {
                 Ok(Some(loaded))
             }
             Err(e) => {
-                self.refused_by_wasmtime(remote, key, &e);
+                self.refused_by_wasmtime(remote, key, &e, Checked::Remote(path));
                 Ok(None)
             }
         }
@@ -217,13 +234,19 @@ impl ArtifactStore {
     /// fine for the rest of the fleet, and for this host later: a miss,
     /// nothing deleted. Only a refusal of the artifact itself (wasmtime
     /// found it damaged or incompatible) evicts it.
-    fn refused_by_wasmtime(&self, backend: &dyn Backend, key: &Key, error: &wasmtime::Error) {
+    fn refused_by_wasmtime(
+        &self,
+        backend: &dyn Backend,
+        key: &Key,
+        error: &wasmtime::Error,
+        checked: Checked,
+    ) {
         let reason = format!("wasmtime refused it: {error:#}");
         if refused_by_host(error) {
             bump(&self.counters.store_errors);
             tracing::warn!(store = %backend.describe(), engine = %key.engine, wasm = %key.wasm, reason, "this host cannot load the stored artifact now; compiling instead, leaving it in place");
         } else {
-            self.reject(backend, key, &reason);
+            self.reject(backend, key, &Rejected { reason, checked });
         }
     }
 
@@ -240,12 +263,17 @@ impl ArtifactStore {
         key: &Key,
         path: &str,
         purpose: ReadFor,
-    ) -> Result<Option<(Loaded, SystemTime)>, Rejected> {
+    ) -> Result<Option<(Loaded, SystemTime, FileId)>, Rejected> {
         let limit = self.config.max_artifact_size;
-        let (file, len, used) = match local.open_entry(path, limit) {
+        let (file, len, used, id) = match local.open_entry(path, limit) {
             Ok(Opened::Missing) => return Ok(None),
-            Ok(Opened::File(file, len, used)) => (file, len, used),
-            Ok(Opened::NotAFile(what)) => return Err(Rejected(what)),
+            Ok(Opened::File(file, len, used, id)) => (file, len, used, id),
+            Ok(Opened::NotAFile(what)) => {
+                return Err(Rejected {
+                    reason: what,
+                    checked: Checked::Local(None),
+                });
+            }
             Ok(Opened::TooLarge(len)) => {
                 self.skip(
                     key,
@@ -265,8 +293,11 @@ impl ArtifactStore {
                     Ok(None)
                 }
                 Ok(found) => {
-                    check_stamp(key, found)?;
-                    Ok(Some((Loaded(State::Open(file, len)), used)))
+                    check_stamp(key, found).map_err(|reason| Rejected {
+                        reason,
+                        checked: Checked::Local(Some(id)),
+                    })?;
+                    Ok(Some((Loaded(State::Open(file, len)), used, id)))
                 }
             };
         }
@@ -278,15 +309,23 @@ impl ArtifactStore {
                 return Ok(None);
             }
         };
+        let rejected = |reason| Rejected {
+            reason,
+            checked: Checked::Local(Some(id)),
+        };
         // Nothing unauthenticated is parsed: the tag first, then the stamp.
-        if let Tag::Unavailable = self.check_tag(local, key, false, sealed.bytes())? {
+        if let Tag::Unavailable = self
+            .check_tag(local, key, false, sealed.bytes())
+            .map_err(rejected)?
+        {
             return Ok(None);
         }
         check_stamp(
             key,
             Engine::detect_serialization_compatibility_hash(sealed.bytes()),
-        )?;
-        Ok(Some((Loaded(State::Sealed(Arc::new(sealed))), used)))
+        )
+        .map_err(rejected)?;
+        Ok(Some((Loaded(State::Sealed(Arc::new(sealed))), used, id)))
     }
 
     /// An entry left in place and treated as a miss.
@@ -296,12 +335,13 @@ impl ArtifactStore {
     }
 
     /// Streams `key`'s remote object into sealed memory and checks it there
-    /// (tag, decompression into sealed memory, stamp).
+    /// (tag, decompression into sealed memory, stamp). Returns the checked
+    /// artifact and the path of the object it came from.
     pub(crate) fn read_remote(
         &self,
         remote: &dyn Backend,
         key: &Key,
-    ) -> Result<Option<Sealed>, Rejected> {
+    ) -> Result<Option<(Sealed, String)>, Rejected> {
         let limit = self.config.max_artifact_size;
         let raw_path = key.artifact_path();
         let zst_path = format!("{raw_path}{ZSTD_SUFFIX}");
@@ -315,6 +355,10 @@ impl ArtifactStore {
         };
         for path in &paths {
             let compressed = path.ends_with(ZSTD_SUFFIX);
+            let rejected = |reason| Rejected {
+                reason,
+                checked: Checked::Remote(path.clone()),
+            };
             let mut writer = match Sealed::writer(0) {
                 Ok(writer) => writer,
                 Err(e) => {
@@ -332,7 +376,7 @@ impl ArtifactStore {
                     );
                     return Ok(None);
                 }
-                Ok(Streamed::NotAnObject(what)) => return Err(Rejected(what)),
+                Ok(Streamed::NotAnObject(what)) => return Err(rejected(what)),
                 Err(e) => {
                     self.store_error("remote read failed; treating as a miss", &e);
                     return Ok(None);
@@ -347,7 +391,10 @@ impl ArtifactStore {
             };
             // The tag covers the stored bytes: nothing unauthenticated is
             // decompressed.
-            if let Tag::Unavailable = self.check_tag(remote, key, compressed, stored.bytes())? {
+            if let Tag::Unavailable = self
+                .check_tag(remote, key, compressed, stored.bytes())
+                .map_err(rejected)?
+            {
                 return Ok(None);
             }
             let artifact = if compressed {
@@ -361,7 +408,7 @@ impl ArtifactStore {
                         return Ok(None);
                     }
                     Err(Inflate::Invalid(e)) => {
-                        return Err(Rejected(format!("not valid zstd: {e}")));
+                        return Err(rejected(format!("not valid zstd: {e}")));
                     }
                     Err(Inflate::Holding(e)) => {
                         sealing(e);
@@ -374,30 +421,32 @@ impl ArtifactStore {
             check_stamp(
                 key,
                 Engine::detect_serialization_compatibility_hash(artifact.bytes()),
-            )?;
-            return Ok(Some(artifact));
+            )
+            .map_err(rejected)?;
+            return Ok(Some((artifact, path.clone())));
         }
         Ok(None)
     }
 
     /// With a key, verifies `key`'s tag over `stored` (the bytes as stored,
     /// `compressed` or not). A missing, malformed or wrong tag is a
-    /// rejection; a tag that cannot be read now is [`Tag::Unavailable`].
+    /// rejection (its reason); a tag that cannot be read now is
+    /// [`Tag::Unavailable`].
     fn check_tag(
         &self,
         backend: &dyn Backend,
         key: &Key,
         compressed: bool,
         stored: &[u8],
-    ) -> Result<Tag, Rejected> {
+    ) -> Result<Tag, String> {
         let Some(secret) = &self.config.hmac_key else {
             return Ok(Tag::Verified);
         };
         let found = match backend.read_limited(&key.tag_path(), tag::MAX_LEN) {
             Ok(Fetched::Bytes(found)) => found,
-            Ok(Fetched::Missing) => return Err(Rejected("it has no tag".into())),
+            Ok(Fetched::Missing) => return Err("it has no tag".into()),
             Ok(Fetched::TooLarge(_) | Fetched::NotAnObject(_)) => {
-                return Err(Rejected("its tag is not a tag".into()));
+                return Err("its tag is not a tag".into());
             }
             Err(e) => {
                 self.store_error("could not read a tag; treating as a miss", &e);
@@ -406,8 +455,8 @@ impl ArtifactStore {
         };
         match tag::verify(secret, key, compressed, stored, &found) {
             Verdict::Valid => Ok(Tag::Verified),
-            Verdict::Invalid => Err(Rejected("its tag does not verify".into())),
-            Verdict::Malformed => Err(Rejected("its tag is not a tag".into())),
+            Verdict::Invalid => Err("its tag does not verify".into()),
+            Verdict::Malformed => Err("its tag is not a tag".into()),
         }
     }
 
@@ -418,18 +467,29 @@ impl ArtifactStore {
         tracing::warn!(error = %format!("{error:#}"), "{what}");
     }
 
-    pub(crate) fn reject(&self, backend: &dyn Backend, key: &Key, reason: &str) {
+    /// Evicts what `rejected` checked, and nothing else: the local file
+    /// only if the name still names it (a writer may have renamed a good
+    /// entry into place since), the remote object of the form that was
+    /// read (not the other form's), and the tag with it. Counted and
+    /// logged.
+    pub(crate) fn reject(&self, backend: &dyn Backend, key: &Key, rejected: &Rejected) {
         bump(&self.counters.rejected);
+        let reason = &rejected.reason;
         tracing::warn!(store = %backend.describe(), engine = %key.engine, wasm = %key.wasm, reason, "rejected a stored artifact; evicting it");
-        for path in [
-            key.artifact_path(),
-            format!("{}{ZSTD_SUFFIX}", key.artifact_path()),
-            key.tag_path(),
-        ] {
-            if let Err(e) = backend.delete(&path) {
-                bump(&self.counters.store_errors);
-                tracing::warn!(error = %format!("{e:#}"), "could not evict a rejected artifact");
+        let deleted = match (&rejected.checked, &self.local) {
+            (Checked::Local(id), Some(local)) => local.delete_checked(&key.artifact_path(), *id),
+            (Checked::Remote(path), _) => backend.delete(path).map(|()| true),
+            (Checked::Local(_), None) => Ok(false),
+        };
+        let deleted = deleted.and_then(|deleted| {
+            if deleted {
+                backend.delete(&key.tag_path())?;
             }
+            Ok(())
+        });
+        if let Err(e) = deleted {
+            bump(&self.counters.store_errors);
+            tracing::warn!(error = %format!("{e:#}"), "could not evict a rejected artifact");
         }
     }
 }
@@ -601,15 +661,15 @@ fn check_kind(key: &Key, kind: Kind, found: Option<wasmtime::Precompiled>) -> Re
     }
 }
 
-fn check_stamp(key: &Key, found: Option<[u8; 32]>) -> Result<(), Rejected> {
+fn check_stamp(key: &Key, found: Option<[u8; 32]>) -> Result<(), String> {
     match found {
         Some(found) if found == key.engine.0 => Ok(()),
-        Some(found) => Err(Rejected(format!(
+        Some(found) => Err(format!(
             "its engine stamp is {}, not the key's {}",
             Digest(found),
             key.engine
-        ))),
-        None => Err(Rejected("it is not a wasmtime artifact".into())),
+        )),
+        None => Err("it is not a wasmtime artifact".into()),
     }
 }
 

@@ -36,14 +36,34 @@ use std::time::Duration;
 pub(crate) enum Opened {
     /// No such entry.
     Missing,
-    /// A regular file of `len` bytes, open for reading, and its
-    /// modification time.
-    File(File, u64, std::time::SystemTime),
+    /// A regular file of `len` bytes, open for reading, its modification
+    /// time, and its identity.
+    File(File, u64, std::time::SystemTime, FileId),
     /// Something that is not an entry: a symbolic link, a FIFO, a device, a
     /// directory. Never read.
     NotAFile(String),
     /// A regular file of this many bytes, over the limit. Never read.
     TooLarge(u64),
+}
+
+/// A file's identity (device and inode): what a rejection compares before
+/// it deletes a name, so that it deletes the file it checked and not one
+/// renamed into place meanwhile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+impl FileId {
+    // `st_dev` and `st_ino` are `u64` on Linux, other widths elsewhere.
+    #[allow(clippy::unnecessary_cast)]
+    fn of(stat: &rustix::fs::Stat) -> FileId {
+        FileId {
+            dev: stat.st_dev as u64,
+            ino: stat.st_ino as u64,
+        }
+    }
 }
 
 /// The store's root directory, open.
@@ -143,7 +163,12 @@ impl Root {
                 u64::try_from(stat.st_mtime).unwrap_or(0),
                 u32::try_from(stat.st_mtime_nsec).unwrap_or(0),
             );
-        Ok(Opened::File(File::from(fd), len, modified))
+        Ok(Opened::File(
+            File::from(fd),
+            len,
+            modified,
+            FileId::of(&stat),
+        ))
     }
 
     /// Replaces `path` atomically with `bytes`.
@@ -198,6 +223,36 @@ impl Root {
         };
         match rustix::fs::unlinkat(dir.fd(), name.as_str(), AtFlags::empty()) {
             Ok(()) | Err(Errno::NOENT) => Ok(()),
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    /// Removes `path` if it is still what was checked: the regular file
+    /// `id` (`Some`), or something that is not a regular file (`None`: a
+    /// symbolic link, a FIFO). Returns whether it removed it. The name is
+    /// compared and then removed, so a rename into place in the microseconds
+    /// between the two can still lose; a writer's rename after the removal
+    /// is never undone.
+    pub(crate) fn delete_checked(&self, path: &str, id: Option<FileId>) -> io::Result<bool> {
+        let Some((dir, name)) = self.parent(path, false)? else {
+            return Ok(false);
+        };
+        let stat = match rustix::fs::statat(dir.fd(), name.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) => stat,
+            Err(Errno::NOENT) => return Ok(false),
+            Err(e) => return Err(io(e)),
+        };
+        let regular = FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile;
+        let same = match id {
+            Some(id) => regular && FileId::of(&stat) == id,
+            None => !regular,
+        };
+        if !same {
+            return Ok(false);
+        }
+        match rustix::fs::unlinkat(dir.fd(), name.as_str(), AtFlags::empty()) {
+            Ok(()) => Ok(true),
+            Err(Errno::NOENT) => Ok(false),
             Err(e) => Err(io(e)),
         }
     }
@@ -328,6 +383,35 @@ pub(crate) fn read_all(file: &File, len: u64, limit: u64) -> io::Result<Vec<u8>>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A rejection deletes the file it checked, not one renamed into place
+    /// since; a name checked as a non-file is deleted only while it still
+    /// is not a regular file.
+    #[test]
+    fn delete_checked_deletes_only_what_was_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::open(dir.path()).unwrap();
+        root.write("p/entry", b"bad").unwrap();
+        let Opened::File(_, _, _, checked) = root.open_entry("p/entry", 100).unwrap() else {
+            panic!("not opened");
+        };
+        // A writer renames a good entry into place after the check.
+        root.write("p/entry", b"good").unwrap();
+        assert!(!root.delete_checked("p/entry", Some(checked)).unwrap());
+        assert_eq!(std::fs::read(dir.path().join("p/entry")).unwrap(), b"good");
+        let Opened::File(_, _, _, now) = root.open_entry("p/entry", 100).unwrap() else {
+            panic!("not opened");
+        };
+        assert!(root.delete_checked("p/entry", Some(now)).unwrap());
+        assert!(!dir.path().join("p/entry").exists());
+        // A planted link is removed; a file there now is not.
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("p/link")).unwrap();
+        assert!(root.delete_checked("p/link", None).unwrap());
+        root.write("p/link", b"good").unwrap();
+        assert!(!root.delete_checked("p/link", None).unwrap());
+        assert!(dir.path().join("p/link").exists());
+        assert!(!root.delete_checked("p/missing", None).unwrap());
+    }
 
     /// A writer racing `gc`s that remove its engine directory while it is
     /// empty still writes: the directory is created again. (Before, the

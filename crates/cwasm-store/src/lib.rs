@@ -76,7 +76,7 @@ mod tag;
 
 pub use admin::{EngineDescriptor, EngineSummary, Entry, GcReport};
 pub use backend::{
-    Backend, Fetched, Listed, LocalDir, ObjectStoreBackend, RemoteOptions, Streamed,
+    Backend, Fetched, Listed, LocalDir, ObjectStoreBackend, RemoteOptions, Streamed, shown_location,
 };
 pub use config::StoreConfig;
 pub use digest::{Digest, Key};

@@ -7,7 +7,7 @@ use crate::admin::describe;
 use crate::backend::{Backend, LocalDir, ObjectStoreBackend};
 use crate::config::StoreConfig;
 use crate::digest::{Digest, Key};
-use crate::entry::{DESCRIPTOR, Kind, Loaded, ReadFor, Rejected, ZSTD_SUFFIX, is_artifact};
+use crate::entry::{DESCRIPTOR, Kind, Loaded, ReadFor, ZSTD_SUFFIX, is_artifact};
 use crate::flight::{ErrorChain, Flight, Landing};
 use crate::remembered::{FileStamp, Remembered};
 use crate::sealed::Sealed;
@@ -127,6 +127,17 @@ impl ArtifactStore {
 
     /// Like [`ArtifactStore::get_or_compile_module`], with the wasm's digest
     /// supplied by the caller (say, an OCI layer digest) instead of computed.
+    ///
+    /// The digest is trusted, not checked: that is what saves hashing the
+    /// wasm. With a wrong one, the artifact compiled from `wasm` is stored
+    /// (and, with a key, tagged: the tag vouches for the artifact under
+    /// that key, not for the key) under another wasm's digest, and every
+    /// later lookup of that digest loads this module. Pass only digests
+    /// computed over these very bytes (a registry client that verified the
+    /// layer, an index you wrote). Where that is not certain, use
+    /// [`ArtifactStore::get_or_compile_module`], which computes the digest
+    /// (the checked form, at the cost of one SHA-256 pass), or
+    /// [`ArtifactStore::get_or_compile_module_with_checked_digest`].
     pub fn get_or_compile_module_with_digest(
         &self,
         engine: &Engine,
@@ -141,13 +152,30 @@ impl ArtifactStore {
         .and_then(|loaded| loaded.into_module(engine))
     }
 
+    /// Like [`ArtifactStore::get_or_compile_module_with_digest`], but fails
+    /// (before any lookup) if `wasm_digest` is not the SHA-256 of `wasm`:
+    /// for digests from elsewhere that should be of these bytes, such as a
+    /// manifest's, where a mismatch is an error to report rather than a
+    /// key to trust.
+    pub fn get_or_compile_module_with_checked_digest(
+        &self,
+        engine: &Engine,
+        wasm: &[u8],
+        wasm_digest: Digest,
+    ) -> Result<Module> {
+        check_digest(wasm, wasm_digest)?;
+        self.get_or_compile_module_with_digest(engine, wasm, wasm_digest)
+    }
+
     /// Like [`ArtifactStore::get_or_compile_module`], for components.
     pub fn get_or_compile_component(&self, engine: &Engine, wasm: &[u8]) -> Result<Component> {
         self.get_or_compile_component_with_digest(engine, wasm, Digest::of(wasm))
     }
 
     /// Like [`ArtifactStore::get_or_compile_component`], with the wasm's
-    /// digest supplied by the caller.
+    /// digest supplied by the caller: trusted, not checked, as for
+    /// [`ArtifactStore::get_or_compile_module_with_digest`] (whose
+    /// documentation says what a wrong digest does).
     pub fn get_or_compile_component_with_digest(
         &self,
         engine: &Engine,
@@ -159,6 +187,19 @@ impl ArtifactStore {
             engine.precompile_component(wasm)
         })
         .and_then(|loaded| loaded.into_component(engine))
+    }
+
+    /// Like [`ArtifactStore::get_or_compile_component_with_digest`], but
+    /// fails if `wasm_digest` is not the SHA-256 of `wasm` (as
+    /// [`ArtifactStore::get_or_compile_module_with_checked_digest`]).
+    pub fn get_or_compile_component_with_checked_digest(
+        &self,
+        engine: &Engine,
+        wasm: &[u8],
+        wasm_digest: Digest,
+    ) -> Result<Component> {
+        check_digest(wasm, wasm_digest)?;
+        self.get_or_compile_component_with_digest(engine, wasm, wasm_digest)
     }
 
     /// Like [`ArtifactStore::get_or_compile_module`], for the wasm (or
@@ -381,7 +422,7 @@ impl ArtifactStore {
         let path = key.artifact_path();
         if let Some(local) = &self.local {
             match self.read_checked(local, key, &path, ReadFor::Bytes) {
-                Ok(Some((checked, used))) => {
+                Ok(Some((checked, used, _))) => {
                     // Read for its bytes, a hit is the checked bytes.
                     if let Some(bytes) = checked.into_bytes() {
                         bump(&self.counters.hits);
@@ -392,19 +433,19 @@ impl ArtifactStore {
                     }
                 }
                 Ok(None) => {}
-                Err(Rejected(reason)) => self.reject(local, key, &reason),
+                Err(rejected) => self.reject(local, key, &rejected),
             }
         }
         if let Some(remote) = self.remote.as_deref() {
             match self.read_remote(remote, key) {
-                Ok(Some(sealed)) => {
+                Ok(Some((sealed, _))) => {
                     bump(&self.counters.hits);
                     let bytes = sealed.bytes().to_vec();
                     self.copy_to_local(key, Arc::new(sealed));
                     return Ok(Some(bytes));
                 }
                 Ok(None) => {}
-                Err(Rejected(reason)) => self.reject(remote, key, &reason),
+                Err(rejected) => self.reject(remote, key, &rejected),
             }
         }
         bump(&self.counters.misses);
@@ -521,6 +562,15 @@ pub(crate) fn write_entry(
         backend.write(&key.tag_path(), &tag)?;
     }
     backend.write(&path, stored)
+}
+
+/// Fails unless `digest` is the SHA-256 of `wasm`.
+fn check_digest(wasm: &[u8], digest: Digest) -> Result<()> {
+    let actual = Digest::of(wasm);
+    if actual != digest {
+        bail!("the wasm's SHA-256 is {actual}, not the digest supplied ({digest})");
+    }
+    Ok(())
 }
 
 /// Whether an entry last recorded as used at `used` should be touched.

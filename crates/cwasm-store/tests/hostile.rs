@@ -915,3 +915,36 @@ fn gc_sums_do_not_overflow() -> Result<()> {
     assert!(store.engines()?.iter().all(|e| e.bytes == u64::MAX));
     Ok(())
 }
+
+/// A rejection deletes what was checked and nothing else: a planted,
+/// damaged `.zst` object used to take the good raw object beside it (and
+/// its tag) with it.
+#[test]
+fn rejecting_one_form_keeps_the_other() -> Result<()> {
+    let remote = tempfile::tempdir()?;
+    let engine = Engine::default();
+    let writer = ArtifactStore::new(
+        None,
+        Some(Box::new(LocalDir::new(remote.path())?)),
+        StoreConfig::default(),
+    )?;
+    writer.get_or_compile_module(&engine, &wasm(6))?;
+    let raw = remote.path().join(key(6).artifact_path());
+    let zst = remote
+        .path()
+        .join(format!("{}.zst", key(6).artifact_path()));
+    std::fs::write(&zst, b"not zstd at all")?;
+    let reader = ArtifactStore::new(
+        None,
+        Some(Box::new(LocalDir::new(remote.path())?)),
+        StoreConfig {
+            compress_remote: true,
+            ..StoreConfig::default()
+        },
+    )?;
+    let m = reader.get_or_compile_module(&engine, &wasm(6))?;
+    assert_eq!(call(&engine, &m), 6);
+    assert_eq!(reader.stats().rejected, 1);
+    assert!(raw.exists(), "the raw object, never checked, was deleted");
+    Ok(())
+}

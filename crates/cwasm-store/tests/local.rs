@@ -482,3 +482,40 @@ fn cache_files_are_checked_as_wasmtime_checks_them() -> Result<()> {
     assert_eq!(config.cache.file_count_limit_percent_if_deleting(), 10);
     Ok(())
 }
+
+/// A digest supplied by the caller is trusted: a wrong one files the
+/// artifact under another wasm's key (documented). The checked variants
+/// refuse a digest that is not the wasm's, before any lookup or write.
+#[test]
+fn checked_digests_refuse_a_digest_of_other_bytes() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = ArtifactStore::open(dir.path())?;
+    let engine = Engine::default();
+    let wrong = Digest::of(&wasm(2));
+    let error = store
+        .get_or_compile_module_with_checked_digest(&engine, &wasm(1), wrong)
+        .expect_err("a digest of other bytes was accepted");
+    assert!(
+        format!("{error:#}").contains("not the digest supplied"),
+        "{error:#}"
+    );
+    assert_eq!(store.stats().compiles, 0);
+    assert!(store.list()?.is_empty());
+    let error = store
+        .get_or_compile_component_with_checked_digest(&engine, COMPONENT.as_bytes(), wrong)
+        .expect_err("a digest of other bytes was accepted");
+    assert!(
+        format!("{error:#}").contains("not the digest supplied"),
+        "{error:#}"
+    );
+    // The right digest works as the unchecked variant does.
+    let m =
+        store.get_or_compile_module_with_checked_digest(&engine, &wasm(1), Digest::of(&wasm(1)))?;
+    assert_eq!(call(&engine, &m), 1);
+    // The unchecked variant, given the wrong digest, files wasm 1 under
+    // wasm 2's key: what its documentation warns of.
+    store.get_or_compile_module_with_digest(&engine, &wasm(1), wrong)?;
+    let m = store.get_or_compile_module(&engine, &wasm(2))?;
+    assert_eq!(call(&engine, &m), 1, "the documented hazard");
+    Ok(())
+}
