@@ -91,6 +91,12 @@ pub fn gc(store: &StoreArgs, keep: &[String], dry_run: bool, json: bool) -> Resu
             e.engine, e.entries, e.bytes
         );
     }
+    for dir in &report.unreadable {
+        println!(
+            "skipped {}: this user may not read it",
+            crate::printable(dir)
+        );
+    }
     let verb = if dry_run { "would evict" } else { "evicted" };
     println!(
         "{verb} {} of {} entries ({} of {} bytes) to meet the limits",

@@ -84,6 +84,10 @@ pub struct GcReport {
     /// Whether another process's `gc` held the lock, so this one did nothing
     /// (only when it was started by a `put`).
     pub skipped_busy: bool,
+    /// Directories under the local tier's root this process may not read
+    /// (another user's, in a shared root): skipped, not counted, not
+    /// evicted from.
+    pub unreadable: Vec<String>,
 }
 
 impl ArtifactStore {
@@ -217,6 +221,9 @@ impl ArtifactStore {
         }
         let listed = primary.list("")?;
         let mut report = GcReport::default();
+        if let Some(local) = &self.local {
+            report.unreadable = local.unreadable_dirs()?;
+        }
         let stored: std::collections::HashSet<&str> = listed
             .iter()
             .filter(|l| is_artifact(&l.path))

@@ -210,12 +210,19 @@ impl LocalDir {
     }
 
     /// Appends the objects of directory `dir` whose paths start with
-    /// `prefix` to `out`, skipping writers' temporary files.
+    /// `prefix` to `out`, skipping writers' temporary files. A directory
+    /// this process may not read (someone else's, in a shared root) is
+    /// skipped with a warning: it must not stop every listing, `gc` and
+    /// `verify` of the store ([`LocalDir::unreadable_dirs`] names them).
     fn list_dir(&self, dir: &str, prefix: &str, out: &mut Vec<Listed>) -> Result<()> {
         let path = self.file(dir)?;
         let entries = match fs::read_dir(&path) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                tracing::warn!(dir = %path.display(), "cannot read a directory of the store; skipping it");
+                return Ok(());
+            }
             Err(e) => return Err(e).with_context(|| format!("failed to list {}", path.display())),
         };
         for entry in entries {
@@ -238,6 +245,25 @@ impl LocalDir {
             });
         }
         Ok(())
+    }
+
+    /// The directories directly under the root that this process may not
+    /// read: listings, `gc` and `verify` skip them (and `gc` reports them).
+    pub fn unreadable_dirs(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for dir in fs::read_dir(&self.root)? {
+            let dir = dir?;
+            if !dir.file_type()?.is_dir() {
+                continue;
+            }
+            if let Err(e) = fs::read_dir(dir.path())
+                && e.kind() == io::ErrorKind::PermissionDenied
+            {
+                out.push(dir.file_name().to_string_lossy().into_owned());
+            }
+        }
+        out.sort();
+        Ok(out)
     }
 
     /// Takes the store's `gc` lock, trying for at most `wait` (`None`: not
@@ -265,7 +291,10 @@ impl LocalDir {
             }
             // A name that is not UTF-8 is not the store's, and keeps the
             // directory.
-            let names: Vec<String> = fs::read_dir(dir.path())?
+            let Ok(names) = fs::read_dir(dir.path()) else {
+                continue;
+            };
+            let names: Vec<String> = names
                 .filter_map(|e| {
                     let name = e.ok()?.file_name();
                     Some(name.into_string().unwrap_or_default())
@@ -303,7 +332,12 @@ impl LocalDir {
             }
         }
         for dir in dirs {
-            for entry in fs::read_dir(self.root.join(&dir))? {
+            let entries = match fs::read_dir(self.root.join(&dir)) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => continue,
+                Err(e) => return Err(e.into()),
+            };
+            for entry in entries {
                 let entry = entry?;
                 let Ok(name) = entry.file_name().into_string() else {
                     continue;
@@ -668,38 +702,12 @@ impl Backend for ObjectStoreBackend {
     }
 
     fn read_limited(&self, path: &str, limit: u64) -> Result<Fetched> {
-        use futures_util::TryStreamExt;
-        let object = self.object(path);
-        let failed =
-            |e: object_store::Error| format_err!("failed to read {}/{path}: {e}", self.url);
-        self.run(async {
-            let got = match self.store.get(&object).await {
-                Ok(got) => got,
-                Err(object_store::Error::NotFound { .. }) => return Ok(Fetched::Missing),
-                Err(e) => return Err(failed(e)),
-            };
-            // The size the server announces, checked before any byte is
-            // read; the count below holds even if it lied.
-            if got.meta.size > limit {
-                return Ok(Fetched::TooLarge(got.meta.size));
-            }
-            let got_size = got.meta.size;
-            let mut bytes = Vec::with_capacity(usize::try_from(got.meta.size).unwrap_or(0));
-            let mut stream = got.into_stream();
-            while let Some(chunk) = stream.try_next().await.map_err(failed)? {
-                if (bytes.len() + chunk.len()) as u64 > limit {
-                    return Ok(Fetched::TooLarge((bytes.len() + chunk.len()) as u64));
-                }
-                bytes.extend_from_slice(&chunk);
-            }
-            if (bytes.len() as u64) < got_size {
-                bail!(
-                    "{}/{path}: the body ended after {} of {got_size} bytes",
-                    self.url,
-                    bytes.len()
-                );
-            }
-            Ok(Fetched::Bytes(bytes))
+        let mut bytes = Vec::new();
+        Ok(match self.read_to(path, limit, &mut bytes)? {
+            Streamed::Missing => Fetched::Missing,
+            Streamed::Written(_) => Fetched::Bytes(bytes),
+            Streamed::TooLarge(len) => Fetched::TooLarge(len),
+            Streamed::NotAnObject(what) => Fetched::NotAnObject(what),
         })
     }
 

@@ -948,3 +948,84 @@ fn rejecting_one_form_keeps_the_other() -> Result<()> {
     assert!(raw.exists(), "the raw object, never checked, was deleted");
     Ok(())
 }
+
+/// Set for `unreadable_child`: the store it opens.
+const UNREADABLE_CHILD_ENV: &str = "CWASM_UNREADABLE_CHILD";
+
+/// A directory under the root that this user may not read (another
+/// user's, in a shared root) used to make every listing, `gc`, `verify` and
+/// `retain` fail. They skip it now, and `gc` names it. The store's user
+/// must be someone the directory shuts out, so the work runs in a child as
+/// `nobody` (root reads everything).
+#[test]
+fn an_unreadable_directory_stops_nothing() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root, to run the store as another user");
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    let root = dir.path().join("store");
+    std::fs::create_dir(&root)?;
+    let locked = root.join("ab".repeat(32));
+    std::fs::create_dir(&locked)?;
+    std::fs::write(locked.join(format!("{}.cwasm", "cd".repeat(32))), b"x")?;
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o700))?;
+    std::os::unix::fs::chown(&root, Some(65534), Some(65534))?;
+    let status = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(std::env::current_exe()?)
+        .args([
+            "--ignored",
+            "--exact",
+            "unreadable_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(UNREADABLE_CHILD_ENV, &root)
+        .status();
+    let Ok(status) = status else {
+        eprintln!("skipped: no setpriv");
+        return Ok(());
+    };
+    assert!(status.success(), "the child, as nobody, failed: {status}");
+    // What the child could not read is still there.
+    assert!(locked.join(format!("{}.cwasm", "cd".repeat(32))).exists());
+    Ok(())
+}
+
+/// The body of `an_unreadable_directory_stops_nothing`, run as `nobody`.
+#[test]
+#[ignore = "run by an_unreadable_directory_stops_nothing, as another user"]
+fn unreadable_child() -> Result<()> {
+    let Some(root) = std::env::var_os(UNREADABLE_CHILD_ENV) else {
+        return Ok(());
+    };
+    let root = std::path::PathBuf::from(root);
+    let locked = "ab".repeat(32);
+    assert!(
+        std::fs::read_dir(root.join(&locked)).is_err(),
+        "this child can read the locked directory: not another user?"
+    );
+    let mut cache = CacheConfig::new();
+    cache.with_file_count_soft_limit(1);
+    let config = StoreConfig {
+        cache,
+        ..StoreConfig::default()
+    };
+    let store = ArtifactStore::new(Some(LocalDir::new(&root)?), None, config)?;
+    let engine = Engine::default();
+    for n in 1..=3 {
+        store.get_or_compile_module(&engine, &wasm(n))?;
+    }
+    assert!(!store.list()?.is_empty());
+    assert_eq!(store.engines()?.len(), 1);
+    assert!(store.verify()?.is_empty());
+    let report = store.gc(false)?;
+    assert_eq!(report.unreadable, [locked]);
+    assert!(!report.deleted.is_empty(), "{report:?}");
+    store.retain(&[key(1).engine])?;
+    println!("unreadable child: ok");
+    Ok(())
+}
