@@ -279,12 +279,6 @@ impl Root {
     }
 }
 
-/// Whether a file of owner `uid` and mode `mode` can be changed only by
-/// this process's effective user (or root).
-pub(crate) fn only_ours_by(uid: u32, mode: u32) -> bool {
-    uid == rustix::process::geteuid().as_raw() && mode & 0o022 == 0
-}
-
 enum Dir {
     Root(Arc<OwnedFd>),
     Sub(OwnedFd),

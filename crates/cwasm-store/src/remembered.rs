@@ -7,7 +7,16 @@
 //! back: any write, truncation, rename onto the name's inode or `chmod`
 //! moves it to the current time.
 //!
-//! The catch is the clock's granularity. Filesystems stamp times from a
+//! Two catches. First, a file system whose times say nothing about its
+//! contents: a read-only image (squashfs, erofs, iso9660) carries the times
+//! it was built with, so two reproducible images that differ in one byte of
+//! a same-size file, mounted in turn at one place from one loop device,
+//! show the same device, inode, size and times. The stamp therefore also
+//! holds the mount's identity (Linux's unique mount id, which a new mount
+//! never reuses), and where the kernel has no unique mount id, files on
+//! image and FUSE file systems are not remembered at all.
+//!
+//! Second, the clock's granularity. Filesystems stamp times from a
 //! coarse clock (a few milliseconds on Linux, whole seconds on some), so a
 //! file rewritten in place with the same size within one tick of its
 //! previous change keeps all five values. Like git's "racily clean" index
@@ -38,6 +47,25 @@ pub(crate) const SETTLED: Duration = Duration::from_secs(3);
 /// At most this many files are remembered; past it, the memory starts over.
 const CAPACITY: usize = 4096;
 
+/// The largest saved file read: [`CAPACITY`] entries of JSON.
+const MAX_SAVED: u64 = 4 << 20;
+
+/// `open` flags, from rustix's constants.
+mod libc_flags {
+    use rustix::fs::OFlags;
+    pub(super) const NOFOLLOW: i32 = OFlags::NOFOLLOW.bits() as i32;
+    pub(super) const NONBLOCK: i32 = OFlags::NONBLOCK.bits() as i32;
+}
+
+/// Whether a file (or, with `dir`, a directory) of owner `uid` and mode
+/// `mode` can be changed by this user or root only: owned by one of them,
+/// and writable by neither group nor others, or, for a directory, sticky
+/// (as `/tmp` is: others may add names, but not replace ours).
+fn safe_owner(uid: u32, mode: u32, dir: bool) -> bool {
+    let owner = uid == 0 || uid == rustix::process::geteuid().as_raw();
+    owner && (mode & 0o022 == 0 || (dir && mode & 0o1000 != 0))
+}
+
 /// What `fstat` says of a file, as far as its contents go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub(crate) struct FileStamp {
@@ -46,6 +74,10 @@ pub(crate) struct FileStamp {
     size: u64,
     mtime: (i64, i64),
     ctime: (i64, i64),
+    /// The mount the file was seen through (saved stamps of earlier
+    /// versions have none, and match no file now).
+    #[serde(default)]
+    mount: Option<u64>,
 }
 
 impl FileStamp {
@@ -56,14 +88,17 @@ impl FileStamp {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
         let m = file.metadata()?;
+        let (mount, unique) = mount_of(file);
         let stamp = FileStamp {
             dev: m.dev(),
             ino: m.ino(),
             size: m.size(),
             mtime: (m.mtime(), m.mtime_nsec()),
             ctime: (m.ctime(), m.ctime_nsec()),
+            mount,
         };
-        Ok((stamp, stamp.settled_at(now)))
+        let trusted = unique || !times_untrusted(file);
+        Ok((stamp, trusted && stamp.settled_at(now)))
     }
 
     /// Whether both times are at least [`SETTLED`] before `now` (a duration
@@ -78,6 +113,48 @@ impl FileStamp {
         now.checked_sub(SETTLED)
             .is_some_and(|limit| changed < limit)
     }
+}
+
+/// The mount `file` is on, and whether that id is unique (never reused by a
+/// later mount: Linux 6.8's `STATX_MNT_ID_UNIQUE`) rather than recyclable.
+#[cfg(target_os = "linux")]
+fn mount_of(file: &File) -> (Option<u64>, bool) {
+    use rustix::fs::{AtFlags, StatxFlags};
+    const MNT_ID_UNIQUE: u32 = 0x4000;
+    let want = StatxFlags::MNT_ID | StatxFlags::from_bits_retain(MNT_ID_UNIQUE);
+    match rustix::fs::statx(file, "", AtFlags::EMPTY_PATH, want) {
+        Ok(x) if x.stx_mask & MNT_ID_UNIQUE != 0 => (Some(x.stx_mnt_id), true),
+        Ok(x) if x.stx_mask & StatxFlags::MNT_ID.bits() != 0 => (Some(x.stx_mnt_id), false),
+        _ => (None, false),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn mount_of(_: &File) -> (Option<u64>, bool) {
+    (None, false)
+}
+
+/// Whether `file` is on a file system whose times need not change with its
+/// contents: read-only images (built anywhere, with any times) and FUSE
+/// (whatever the daemon says).
+#[cfg(target_os = "linux")]
+fn times_untrusted(file: &File) -> bool {
+    const UNTRUSTED: [u64; 8] = [
+        0x7371_7368, // squashfs
+        0xE0F5_E1E2, // erofs
+        0x9660,      // iso9660
+        0x28CD_3D45, // cramfs
+        0x453D_CD28, // cramfs, other byte order
+        0x7275,      // romfs
+        0x1501_3346, // udf
+        0x6573_5546, // fuse
+    ];
+    rustix::fs::fstatfs(file).map_or(true, |fs| UNTRUSTED.contains(&(fs.f_type as u64)))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn times_untrusted(_: &File) -> bool {
+    false
 }
 
 /// The remembered digests.
@@ -103,25 +180,57 @@ impl Remembered {
     }
 
     /// Adds the digests saved in `file` by [`Remembered::save`]. The file
-    /// and its directory must be writable by this user only: a digest
-    /// planted there would make a lookup load another module's artifact.
+    /// and every directory above it must be changeable by this user (or
+    /// root) only: a digest planted there would make a lookup load another
+    /// module's artifact. Checked before a byte is read: the file is opened
+    /// without following a link or blocking (a planted FIFO is refused, not
+    /// waited on) and must be a regular file of a bounded size.
     pub(crate) fn load(&self, file: &Path) -> Result<usize> {
-        let text = match std::fs::read_to_string(file) {
-            Ok(text) => text,
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc_flags::NOFOLLOW | libc_flags::NONBLOCK)
+            .open(file);
+        let opened = match opened {
+            Ok(opened) => opened,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(e).with_context(|| format!("failed to read {}", file.display())),
+            Err(e) => return Err(e).with_context(|| format!("failed to open {}", file.display())),
         };
-        let dir = file.parent().unwrap_or(Path::new("."));
-        for path in [file, dir] {
-            let m = std::fs::metadata(path)?;
-            if !crate::fsops::only_ours_by(m.uid(), m.mode()) {
+        let m = opened.metadata()?;
+        if !m.file_type().is_file() {
+            bail!("not using {}: it is not a regular file", file.display());
+        }
+        if !safe_owner(m.uid(), m.mode(), false) {
+            bail!(
+                "not using the remembered digests in {}: it is writable by other users",
+                file.display()
+            );
+        }
+        let absolute = std::path::absolute(file)?;
+        for dir in absolute.ancestors().skip(1) {
+            let d = std::fs::metadata(dir)
+                .with_context(|| format!("failed to check {}", dir.display()))?;
+            if !safe_owner(d.uid(), d.mode(), true) {
                 bail!(
                     "not using the remembered digests in {}: {} is writable by other users",
                     file.display(),
-                    path.display()
+                    dir.display()
                 );
             }
         }
+        if m.len() > MAX_SAVED {
+            bail!(
+                "not using {}: {} bytes is not a file of remembered digests",
+                file.display(),
+                m.len()
+            );
+        }
+        let mut text = String::new();
+        opened
+            .take(MAX_SAVED)
+            .read_to_string(&mut text)
+            .with_context(|| format!("failed to read {}", file.display()))?;
         let saved: Vec<(FileStamp, Digest)> = serde_json::from_str(&text)
             .with_context(|| format!("{} is not a file of remembered digests", file.display()))?;
         let n = saved.len();
@@ -170,6 +279,7 @@ mod tests {
             size: 3,
             mtime: (secs, nsec),
             ctime: (secs, nsec),
+            mount: None,
         }
     }
 

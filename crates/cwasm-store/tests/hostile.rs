@@ -1029,3 +1029,215 @@ fn unreadable_child() -> Result<()> {
     println!("unreadable child: ok");
     Ok(())
 }
+
+/// Two ext4 images, unmounted and detached on drop.
+struct Images {
+    dir: tempfile::TempDir,
+    device: Option<String>,
+}
+
+impl Images {
+    fn run(cmd: &mut std::process::Command) -> bool {
+        cmd.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Builds `img1` and `img2`, each holding `app.wat` with the given
+    /// text, with identical inode numbers and times: reproducible builds
+    /// of two versions. `None` where this machine cannot (not root, no
+    /// `mkfs.ext4`/`debugfs`).
+    fn build(v1: &[u8], v2: &[u8]) -> Option<Images> {
+        let dir = tempfile::tempdir().ok()?;
+        std::fs::create_dir(dir.path().join("mnt")).ok()?;
+        for (i, text) in [(1, v1), (2, v2)] {
+            let src = dir.path().join(format!("src{i}"));
+            std::fs::create_dir(&src).ok()?;
+            std::fs::write(src.join("app.wat"), text).ok()?;
+            let img = dir.path().join(format!("img{i}"));
+            if !Images::run(
+                std::process::Command::new("mkfs.ext4")
+                    .args(["-q", "-F", "-d"])
+                    .arg(&src)
+                    .arg(&img)
+                    .arg("1M"),
+            ) {
+                return None;
+            }
+            for field in ["ctime", "mtime", "atime", "crtime"] {
+                for (name, value) in [
+                    (field.to_string(), "20200101000000"),
+                    (format!("{field}_extra"), "0"),
+                ] {
+                    let request = format!("set_inode_field /app.wat {name} {value}");
+                    if !Images::run(
+                        std::process::Command::new("debugfs")
+                            .args(["-w", "-R", &request])
+                            .arg(&img),
+                    ) {
+                        return None;
+                    }
+                }
+            }
+        }
+        Some(Images { dir, device: None })
+    }
+
+    /// Mounts image `i` (read-only) at `mnt`, through the same loop device
+    /// every time.
+    fn mount(&mut self, i: u32) -> Option<std::path::PathBuf> {
+        let img = self.dir.path().join(format!("img{i}"));
+        let mnt = self.dir.path().join("mnt");
+        let device = match &self.device {
+            Some(device) => {
+                Images::run(std::process::Command::new("umount").arg(&mnt));
+                Images::run(std::process::Command::new("losetup").args(["-d", device]));
+                if !Images::run(std::process::Command::new("losetup").arg(device).arg(&img)) {
+                    return None;
+                }
+                device.clone()
+            }
+            None => {
+                let out = std::process::Command::new("losetup")
+                    .args(["--show", "-f"])
+                    .arg(&img)
+                    .output()
+                    .ok()?;
+                if !out.status.success() {
+                    return None;
+                }
+                String::from_utf8(out.stdout).ok()?.trim().to_string()
+            }
+        };
+        self.device = Some(device.clone());
+        Images::run(
+            std::process::Command::new("mount")
+                .args(["-o", "ro", &device])
+                .arg(&mnt),
+        )
+        .then_some(mnt)
+    }
+}
+
+impl Drop for Images {
+    fn drop(&mut self) {
+        Images::run(std::process::Command::new("umount").arg(self.dir.path().join("mnt")));
+        if let Some(device) = &self.device {
+            Images::run(std::process::Command::new("losetup").args(["-d", device]));
+        }
+    }
+}
+
+/// Two reproducible images of one application, differing in one byte of a
+/// same-size file and mounted in turn at one place from one loop device,
+/// show the same device, inode, size and times. A remembered digest used to
+/// map the second image's file to the first one's artifact; the mount's
+/// identity now tells them apart.
+#[test]
+fn a_remembered_digest_does_not_outlive_its_mount() -> Result<()> {
+    let v1 = wasm(1);
+    let v2 = wasm(2);
+    assert_eq!(v1.len(), v2.len());
+    let Some(mut images) = Images::build(&v1, &v2) else {
+        eprintln!("skipped: cannot build ext4 images here (needs root, mkfs.ext4, debugfs)");
+        return Ok(());
+    };
+    let Some(mnt) = images.mount(1) else {
+        eprintln!("skipped: cannot mount a loop device here");
+        return Ok(());
+    };
+    let store_dir = tempfile::tempdir()?;
+    let store = ArtifactStore::open(store_dir.path())?;
+    let engine = Engine::default();
+    let app = mnt.join("app.wat");
+    let before = std::fs::metadata(&app)?;
+    assert_eq!(
+        call(&engine, &store.get_or_compile_module_file(&engine, &app)?),
+        1
+    );
+    assert_eq!(
+        call(&engine, &store.get_or_compile_module_file(&engine, &app)?),
+        1
+    );
+    assert_eq!(
+        store.stats().files_hashed,
+        1,
+        "the settled file was not remembered"
+    );
+    let mnt = images
+        .mount(2)
+        .expect("the second image mounts where the first did");
+    let after = std::fs::metadata(&app)?;
+    {
+        use std::os::unix::fs::MetadataExt;
+        let stamp = |m: &std::fs::Metadata| {
+            (
+                m.dev(),
+                m.ino(),
+                m.size(),
+                m.mtime(),
+                m.mtime_nsec(),
+                m.ctime(),
+                m.ctime_nsec(),
+            )
+        };
+        assert_eq!(
+            stamp(&before),
+            stamp(&after),
+            "the images do not look alike"
+        );
+    }
+    assert_eq!(std::fs::read(mnt.join("app.wat"))?, v2);
+    let m = store.get_or_compile_module_file(&engine, &app)?;
+    assert_eq!(
+        call(&engine, &m),
+        2,
+        "the second image's file ran the first one's artifact"
+    );
+    Ok(())
+}
+
+/// The saved digests are checked before a byte of them is read, up the
+/// whole path: a FIFO planted in their place is refused, not waited on,
+/// and a directory above the file's parent that others can write (without
+/// the sticky bit) is refused too.
+#[test]
+fn saved_digests_are_checked_before_they_are_read() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir()?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))?;
+    let store = ArtifactStore::open(dir.path().join("store"))?;
+    let fifo = dir.path().join("digests.json");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )?;
+    let error = within_bound("loading digests from a FIFO", move || {
+        let store = store;
+        store
+            .load_remembered_digests(&fifo)
+            .map_err(|e| format!("{e:#}"))
+    })
+    .expect_err("a FIFO was read as digests");
+    assert!(error.contains("not a regular file"), "{error}");
+
+    let store = ArtifactStore::open(dir.path().join("store"))?;
+    let open = dir.path().join("open");
+    let file = open.join("inner").join("digests.json");
+    std::fs::create_dir_all(file.parent().unwrap())?;
+    store.save_remembered_digests(&file)?;
+    assert_eq!(store.load_remembered_digests(&file)?, 0);
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777))?;
+    let error = store
+        .load_remembered_digests(&file)
+        .expect_err("a writable grandparent was trusted");
+    assert!(
+        format!("{error:#}").contains("writable by other users"),
+        "{error:#}"
+    );
+    Ok(())
+}
