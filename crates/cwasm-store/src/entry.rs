@@ -681,28 +681,65 @@ enum Inflate {
     Holding(std::io::Error),
 }
 
+/// The largest zstd window the store inflates (and writes, `store.rs`):
+/// 32 MiB, so that inflating never holds more than that, whatever an object
+/// asks for.
+pub(crate) const ZSTD_WINDOW_LOG_MAX: u32 = 25;
+
 /// `stored` decompressed into sealed memory, or `None` if it would be more
-/// than `limit` bytes (never writing more than `limit + 1` of them).
+/// than `limit` bytes. Nothing is held until the size is known to be within
+/// the limit: memory stays at the decoder's window (at most
+/// 2^[`ZSTD_WINDOW_LOG_MAX`]) whatever the limit, and a bomb costs time
+/// (bounded by the limit), never memory.
 fn decompress(stored: &[u8], limit: u64) -> Result<Option<Sealed>, Inflate> {
-    use std::io::{Read, Write};
-    let mut decoder = zstd::stream::read::Decoder::new(stored)
-        .map_err(Inflate::Invalid)?
-        .take(limit.saturating_add(1));
-    let mut out = Sealed::writer(0).map_err(Inflate::Holding)?;
+    let Some(size) = inflated_size(stored, limit)? else {
+        return Ok(None);
+    };
+    let mut out = Sealed::writer(size).map_err(Inflate::Holding)?;
+    let written = inflate(stored, size, &mut out)?;
+    if written != size {
+        return Err(Inflate::Invalid(std::io::Error::other(format!(
+            "it inflates to {written} bytes, not the {size} found first"
+        ))));
+    }
+    out.seal().map(Some).map_err(Inflate::Holding)
+}
+
+/// How many bytes `stored` inflates to, or `None` if more than `limit`.
+/// One frame that declares its size (what this store writes) says so in
+/// its header, and the decoder holds it to that; anything else is counted
+/// by inflating into nothing, stopping past the limit.
+fn inflated_size(stored: &[u8], limit: u64) -> Result<Option<u64>, Inflate> {
+    use zstd::zstd_safe;
+    let one_frame = zstd_safe::find_frame_compressed_size(stored).is_ok_and(|n| n == stored.len());
+    if one_frame && let Ok(Some(size)) = zstd_safe::get_frame_content_size(stored) {
+        return Ok((size <= limit).then_some(size));
+    }
+    let counted = inflate(stored, limit, &mut std::io::sink())?;
+    Ok((counted <= limit).then_some(counted))
+}
+
+/// Inflates `stored` into `out`, stopping once more than `cap` bytes came
+/// out; returns how many were written (at most `cap + 1`).
+fn inflate(stored: &[u8], cap: u64, out: &mut dyn std::io::Write) -> Result<u64, Inflate> {
+    use std::io::Read;
+    let mut decoder = zstd::stream::read::Decoder::with_buffer(stored).map_err(Inflate::Invalid)?;
+    decoder
+        .window_log_max(ZSTD_WINDOW_LOG_MAX)
+        .map_err(Inflate::Invalid)?;
+    let mut decoder = decoder.take(cap.saturating_add(1));
     let mut buf = vec![0; 256 << 10];
+    let mut written = 0u64;
     loop {
         let n = match decoder.read(&mut buf) {
-            Ok(0) => break,
+            Ok(0) => return Ok(written),
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(Inflate::Invalid(e)),
         };
         out.write_all(&buf[..n]).map_err(Inflate::Holding)?;
+        written += n as u64;
     }
-    if out.len() > limit {
-        return Ok(None);
-    }
-    out.seal().map(Some).map_err(Inflate::Holding)
 }
 
 /// A path that opens the sealed memfd `file` itself, where `/proc` shows

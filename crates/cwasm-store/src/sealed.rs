@@ -106,15 +106,6 @@ enum WriterInner {
 }
 
 impl SealedWriter {
-    /// How many bytes were written.
-    pub(crate) fn len(&self) -> u64 {
-        match &self.0 {
-            #[cfg(any(target_os = "linux", target_os = "android"))]
-            WriterInner::Memfd(_, n) => *n,
-            WriterInner::Heap(bytes) => bytes.len() as u64,
-        }
-    }
-
     /// Seals what was written: from here on it cannot change.
     pub(crate) fn seal(self) -> io::Result<Sealed> {
         match self.0 {
@@ -391,7 +382,6 @@ mod tests {
         let mut writer = Sealed::writer(3).unwrap();
         writer.write_all(b"abc").unwrap();
         writer.write_all(b"def").unwrap();
-        assert_eq!(writer.len(), 6);
         let sealed = writer.seal().unwrap();
         assert_eq!(sealed.bytes(), b"abcdef");
         #[cfg(any(target_os = "linux", target_os = "android"))]

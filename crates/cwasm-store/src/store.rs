@@ -7,7 +7,9 @@ use crate::admin::describe;
 use crate::backend::{Backend, LocalDir, ObjectStoreBackend};
 use crate::config::StoreConfig;
 use crate::digest::{Digest, Key};
-use crate::entry::{DESCRIPTOR, Kind, Loaded, ReadFor, ZSTD_SUFFIX, is_artifact};
+use crate::entry::{
+    DESCRIPTOR, Kind, Loaded, ReadFor, ZSTD_SUFFIX, ZSTD_WINDOW_LOG_MAX, is_artifact,
+};
 use crate::flight::{ErrorChain, Flight, Landing};
 use crate::remembered::{FileStamp, Remembered};
 use crate::sealed::Sealed;
@@ -550,8 +552,8 @@ pub(crate) fn write_entry(
     }
     let packed;
     let (stored, path) = if compress {
-        let level = config.cache.baseline_compression_level();
-        packed = zstd::encode_all(artifact, level).context("zstd compression failed")?;
+        packed = zstd_compress(artifact, config.cache.baseline_compression_level())
+            .context("zstd compression failed")?;
         (&packed[..], format!("{}{ZSTD_SUFFIX}", key.artifact_path()))
     } else {
         (artifact, key.artifact_path())
@@ -573,6 +575,17 @@ fn check_digest(wasm: &[u8], digest: Digest) -> Result<()> {
     Ok(())
 }
 
+/// `artifact` as one zstd frame that declares its size (so that a reader
+/// knows it before inflating), with a window readers accept
+/// ([`ZSTD_WINDOW_LOG_MAX`]: levels above 19 would ask for more).
+fn zstd_compress(artifact: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+    let mut compressor = zstd::bulk::Compressor::new(level)?;
+    if level > 19 {
+        compressor.set_parameter(zstd::zstd_safe::CParameter::WindowLog(ZSTD_WINDOW_LOG_MAX))?;
+    }
+    compressor.compress(artifact)
+}
+
 /// Whether an entry last recorded as used at `used` should be touched.
 pub(crate) fn used_long_ago(used: SystemTime) -> bool {
     match SystemTime::now().duration_since(used) {
@@ -588,4 +601,34 @@ fn open_stamped(path: &Path) -> Result<(std::fs::File, FileStamp)> {
     let file = std::fs::File::open(path).with_context(opened)?;
     let (stamp, _) = FileStamp::of(&file).with_context(opened)?;
     Ok((file, stamp))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Compressed objects are one frame that declares its size, so that a
+    /// reader knows what it will hold before inflating anything; ultra
+    /// levels keep to the window readers accept.
+    #[test]
+    fn compressed_objects_declare_their_size() {
+        use zstd::zstd_safe;
+        let artifact: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        for level in [1, 3, 19, 22] {
+            let packed = zstd_compress(&artifact, level).unwrap();
+            assert_eq!(
+                zstd_safe::find_frame_compressed_size(&packed),
+                Ok(packed.len())
+            );
+            assert_eq!(
+                zstd_safe::get_frame_content_size(&packed).ok(),
+                Some(Some(artifact.len() as u64))
+            );
+            let mut decoder = zstd::stream::read::Decoder::new(&packed[..]).unwrap();
+            decoder.window_log_max(ZSTD_WINDOW_LOG_MAX).unwrap();
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(&mut decoder, &mut out).unwrap();
+            assert_eq!(out, artifact, "level {level}");
+        }
+    }
 }

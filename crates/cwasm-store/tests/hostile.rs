@@ -1241,3 +1241,62 @@ fn saved_digests_are_checked_before_they_are_read() -> Result<()> {
     );
     Ok(())
 }
+
+/// The system's shared memory (memfds and tmpfs), in bytes.
+fn shmem() -> u64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let line = meminfo.lines().find(|l| l.starts_with("Shmem:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+/// With the default settings (a 1 GiB size limit), a 4 GiB zstd bomb in
+/// an unkeyed bucket costs time, bounded by the limit, and no memory: its
+/// size is counted by inflating into nothing before anything is held.
+/// Before, it was inflated into sealed memory up to the limit: 1 GiB of
+/// shared memory per lookup (and `cwasm compile` runs one per core).
+#[test]
+fn a_zstd_bomb_costs_no_memory_with_default_settings() -> Result<()> {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let _serial = serial();
+    let bomb = zstd_bomb_frame().repeat(16);
+    let bucket = Bucket::default();
+    bucket.write(&format!("{}.zst", key(23).artifact_path()), &bomb)?;
+    let config = StoreConfig {
+        compress_remote: true,
+        ..StoreConfig::default()
+    };
+    assert_eq!(
+        config.max_artifact_size,
+        StoreConfig::DEFAULT_MAX_ARTIFACT_SIZE
+    );
+    let store = ArtifactStore::new(None, Some(Box::new(bucket)), config)?;
+    let (heap_before, shmem_before) = (peak_memory(), shmem());
+    let done = std::sync::Arc::new(AtomicBool::new(false));
+    let most = std::sync::Arc::new(AtomicU64::new(shmem_before));
+    let sampler = {
+        let (done, most) = (done.clone(), most.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                most.fetch_max(shmem(), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    let start = Instant::now();
+    let (store, answer) = within_bound("lookup of a 4 GiB bomb", move || hit_or_compile(store, 23));
+    done.store(true, Ordering::Relaxed);
+    sampler.join().unwrap();
+    assert_eq!(answer, 23);
+    let heap = peak_memory().saturating_sub(heap_before);
+    let shared = most.load(Ordering::Relaxed).saturating_sub(shmem_before);
+    eprintln!(
+        "4 GiB bomb: {:?}, peak heap +{heap}, shared memory +{shared}",
+        start.elapsed()
+    );
+    assert!(heap < 64 << 20, "peak memory grew by {heap} bytes");
+    assert!(shared < 64 << 20, "shared memory grew by {shared} bytes");
+    // Too large is a miss that leaves the object alone.
+    assert_eq!(store.stats().rejected, 0);
+    Ok(())
+}
