@@ -1300,3 +1300,28 @@ fn a_zstd_bomb_costs_no_memory_with_default_settings() -> Result<()> {
     assert_eq!(store.stats().rejected, 0);
     Ok(())
 }
+
+/// `engine.json` is informational and anyone who can write the store can
+/// replace it: `ls` (`engines`) reads at most 64 KiB of it. A planted
+/// 4 GiB (sparse) descriptor used to be read whole.
+#[test]
+fn a_huge_descriptor_is_not_read() -> Result<()> {
+    let _serial = serial();
+    let dir = tempfile::tempdir()?;
+    let store = ArtifactStore::open(dir.path())?;
+    let engine = Engine::default();
+    store.get_or_compile_module(&engine, &wasm(24))?;
+    let descriptor = dir
+        .path()
+        .join(key(24).engine.to_string())
+        .join("engine.json");
+    std::fs::remove_file(&descriptor)?;
+    std::fs::File::create(&descriptor)?.set_len(4 << 30)?;
+    let before = peak_memory();
+    let engines = within_bound("listing engines", move || store.engines().unwrap());
+    let grew = peak_memory().saturating_sub(before);
+    assert_eq!(engines.len(), 1);
+    assert!(engines[0].descriptor.is_none());
+    assert!(grew < 64 << 20, "peak memory grew by {grew} bytes");
+    Ok(())
+}
