@@ -227,12 +227,18 @@ impl ArtifactStore {
         let stored: std::collections::HashSet<&str> = listed
             .iter()
             .filter(|l| is_artifact(&l.path))
-            .map(|l| l.path.strip_suffix(ZSTD_SUFFIX).unwrap_or(&l.path))
+            .map(|l| l.path.as_str())
             .collect();
+        // A tag's artifact is the path without `.hmac`; a raw tag may also
+        // be the tag of a compressed object written before separate tags.
+        let orphan = |artifact: &str| {
+            is_artifact(artifact)
+                && !stored.contains(artifact)
+                && (artifact.ends_with(ZSTD_SUFFIX)
+                    || !stored.contains(format!("{artifact}{ZSTD_SUFFIX}").as_str()))
+        };
         for tag in listed.iter().filter(|l| {
-            l.path
-                .strip_suffix(TAG_SUFFIX)
-                .is_some_and(|a| is_artifact(a) && !stored.contains(a))
+            l.path.strip_suffix(TAG_SUFFIX).is_some_and(orphan)
                 && l.last_used.elapsed().unwrap_or(Duration::ZERO) > ORPHAN_AGE
         }) {
             if !dry_run {
@@ -289,7 +295,7 @@ impl ArtifactStore {
             };
             if !dry_run {
                 primary.delete(&listed.path)?;
-                primary.delete(&key.tag_path())?;
+                primary.delete(&key.tag_path_for(listed.path.ends_with(ZSTD_SUFFIX)))?;
                 bump(&self.counters.evictions);
             }
             count = count.saturating_sub(1);

@@ -1,6 +1,6 @@
 //! The store's key: two SHA-256 digests.
 
-use crate::entry::{ARTIFACT_SUFFIX, TAG_SUFFIX};
+use crate::entry::{ARTIFACT_SUFFIX, TAG_SUFFIX, ZSTD_SUFFIX};
 use std::fmt;
 use std::str::FromStr;
 use wasmtime::{Engine, Result, bail};
@@ -83,9 +83,21 @@ impl Key {
         format!("{}/{}{ARTIFACT_SUFFIX}", self.engine, self.wasm)
     }
 
-    /// The path of the artifact's HMAC tag.
+    /// The path of the raw artifact's tag.
     pub fn tag_path(&self) -> String {
         format!("{}{TAG_SUFFIX}", self.artifact_path())
+    }
+
+    /// The path of the tag of the object of one form: the raw artifact's
+    /// ([`Key::tag_path`]), or the compressed one's
+    /// (`<wasm-hex>.cwasm.zst.hmac`), so that both forms can be stored
+    /// and verified side by side.
+    pub fn tag_path_for(&self, compressed: bool) -> String {
+        if compressed {
+            format!("{}{ZSTD_SUFFIX}{TAG_SUFFIX}", self.artifact_path())
+        } else {
+            self.tag_path()
+        }
     }
 
     /// Parses `<engine-hex>/<wasm-hex>.cwasm`, in the canonical form the

@@ -46,7 +46,10 @@
 //! 4. `<engine-hex>/<wasm-hex>.cwasm.zst` ([`ZSTD_SUFFIX`]): the same,
 //!    zstd-compressed (object stores, with `compress_remote`).
 //! 5. `<engine-hex>/<wasm-hex>.cwasm.hmac` ([`TAG_SUFFIX`]): with a key,
-//!    the entry's tag (`tag.rs`): 33 bytes, `3` and the keyed BLAKE3 hash
+//!    the raw artifact's tag, and `<wasm-hex>.cwasm.zst.hmac` the
+//!    compressed one's (stores before this kept both at the first name:
+//!    still read for a compressed object that has no tag of its own). A
+//!    tag (`tag.rs`) is 33 bytes, `3` and the keyed BLAKE3 hash
 //!    of a domain string, the engine hash, the wasm digest, one byte saying
 //!    whether the object is compressed, and the object's bytes as stored
 //!    (v3); tags of 32 bytes, the HMAC-SHA-256 of the same fields (v2), are
@@ -442,7 +445,13 @@ impl ArtifactStore {
         let Some(secret) = &self.config.hmac_key else {
             return Ok(Tag::Verified);
         };
-        let found = match backend.read_limited(&key.tag_path(), tag::MAX_LEN) {
+        let mut found = backend.read_limited(&key.tag_path_for(compressed), tag::MAX_LEN);
+        if compressed && matches!(found, Ok(Fetched::Missing)) {
+            // Stores before separate tags kept a compressed object's tag at
+            // the raw one's path; its MAC says which form it covers.
+            found = backend.read_limited(&key.tag_path(), tag::MAX_LEN);
+        }
+        let found = match found {
             Ok(Fetched::Bytes(found)) => found,
             Ok(Fetched::Missing) => return Err("it has no tag".into()),
             Ok(Fetched::TooLarge(_) | Fetched::NotAnObject(_)) => {
@@ -476,14 +485,20 @@ impl ArtifactStore {
         bump(&self.counters.rejected);
         let reason = &rejected.reason;
         tracing::warn!(store = %backend.describe(), engine = %key.engine, wasm = %key.wasm, reason, "rejected a stored artifact; evicting it");
-        let deleted = match (&rejected.checked, &self.local) {
-            (Checked::Local(id), Some(local)) => local.delete_checked(&key.artifact_path(), *id),
-            (Checked::Remote(path), _) => backend.delete(path).map(|()| true),
-            (Checked::Local(_), None) => Ok(false),
+        let (deleted, compressed) = match (&rejected.checked, &self.local) {
+            (Checked::Local(id), Some(local)) => {
+                (local.delete_checked(&key.artifact_path(), *id), false)
+            }
+            (Checked::Remote(path), _) => (
+                backend.delete(path).map(|()| true),
+                path.ends_with(ZSTD_SUFFIX),
+            ),
+            (Checked::Local(_), None) => (Ok(false), false),
         };
+        // The tag of the form that was checked; the other form's stays.
         let deleted = deleted.and_then(|deleted| {
             if deleted {
-                backend.delete(&key.tag_path())?;
+                backend.delete(&key.tag_path_for(compressed))?;
             }
             Ok(())
         });

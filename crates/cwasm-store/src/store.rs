@@ -508,6 +508,7 @@ impl ArtifactStore {
                 key.artifact_path(),
                 key.tag_path(),
                 format!("{}{ZSTD_SUFFIX}", key.artifact_path()),
+                key.tag_path_for(true),
             ] {
                 backend.delete(&path)?;
             }
@@ -561,7 +562,7 @@ pub(crate) fn write_entry(
     // The tag first: an artifact is never visible without its tag.
     if let Some(secret) = &config.hmac_key {
         let tag = tag::tag(secret, key, compress, stored, config.write_v2_tags);
-        backend.write(&key.tag_path(), &tag)?;
+        backend.write(&key.tag_path_for(compress), &tag)?;
     }
     backend.write(&path, stored)
 }

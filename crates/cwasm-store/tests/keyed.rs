@@ -388,3 +388,48 @@ fn a_keyed_remote_hit_is_copied_with_its_tag() -> Result<()> {
     assert_eq!((store.stats().rejected, store.stats().compiles), (1, 1));
     Ok(())
 }
+
+/// A raw and a compressed copy of one entry, put by two hosts (one with
+/// `compress_remote`), each keep a tag of their own, and both verify.
+/// Before, the two forms shared one tag path: the second writer's tag
+/// replaced the first's, and the first form was then rejected, and
+/// deleted, as unverifiable. A compressed object whose tag is still at the
+/// shared path (written before separate tags) verifies too.
+#[test]
+fn both_forms_keep_their_own_tags() -> Result<()> {
+    let engine = Engine::default();
+    let remote = tempfile::tempdir()?;
+    let bucket = || -> Result<Option<Box<dyn Backend>>> {
+        Ok(Some(Box::new(LocalDir::new(remote.path())?)))
+    };
+    let compressed = |on: bool| StoreConfig {
+        compress_remote: on,
+        ..config(Some(SECRET))
+    };
+    let key = Key::new(&engine, &wasm(4))?;
+    let artifact = engine.precompile_module(&wasm(4))?;
+    ArtifactStore::new(None, bucket()?, compressed(false))?.put(&key, &artifact)?;
+    ArtifactStore::new(None, bucket()?, compressed(true))?.put(&key, &artifact)?;
+    for on in [false, true, false] {
+        let reader = ArtifactStore::new(None, bucket()?, compressed(on))?;
+        let m = reader.get_or_compile_module(&engine, &wasm(4))?;
+        assert_eq!(call(&engine, &m), 4);
+        let stats = reader.stats();
+        assert_eq!(
+            (stats.hits, stats.rejected, stats.compiles),
+            (1, 0, 0),
+            "compressed: {on}"
+        );
+    }
+    // The earlier layout: the compressed object's tag at the raw one's path.
+    let zst_tag = remote
+        .path()
+        .join(format!("{}.zst.hmac", key.artifact_path()));
+    std::fs::remove_file(remote.path().join(key.artifact_path()))?;
+    std::fs::rename(&zst_tag, remote.path().join(key.tag_path()))?;
+    let reader = ArtifactStore::new(None, bucket()?, compressed(true))?;
+    let m = reader.get_or_compile_module(&engine, &wasm(4))?;
+    assert_eq!(call(&engine, &m), 4);
+    assert_eq!((reader.stats().hits, reader.stats().rejected), (1, 0));
+    Ok(())
+}
