@@ -146,7 +146,7 @@ impl ArtifactStore {
     }
 
     /// Checks every entry of the primary tier: engine stamp against key and,
-    /// with a key configured, the HMAC tag. Returns the bad entries with the
+    /// with a key configured, the tag. Returns the bad entries with the
     /// reason; deletes nothing.
     pub fn verify(&self) -> Result<Vec<(Key, String)>> {
         let primary = self.primary();

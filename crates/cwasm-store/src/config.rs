@@ -33,10 +33,12 @@ pub struct StoreConfig {
     /// BLAKE3 (v3); HMAC-SHA-256 tags of earlier stores (v2) are still
     /// accepted. The field keeps its name for compatibility.
     pub hmac_key: Option<Vec<u8>>,
-    /// Write v2 tags (HMAC-SHA-256) instead of v3 (keyed BLAKE3, about five
-    /// times faster to verify). Both are always read. Set this only while
-    /// a store is shared with versions of this crate that read only v2
-    /// (they reject, and delete, entries with v3 tags); off by default.
+    /// Write tags as versions before v3 did: v2 (HMAC-SHA-256) instead of
+    /// v3 (keyed BLAKE3, about five times faster to verify), and a
+    /// compressed object's tag at the raw one's path instead of its own.
+    /// Both are always read. Set this only while a store is shared with
+    /// versions of this crate that read only those (they reject, and
+    /// delete, entries tagged otherwise); off by default.
     pub write_v2_tags: bool,
     /// Compress artifacts with zstd when writing them to a remote backend
     /// (the local tier keeps them raw, so they can be memory-mapped).

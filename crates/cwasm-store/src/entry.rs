@@ -48,14 +48,14 @@
 //! 5. `<engine-hex>/<wasm-hex>.cwasm.hmac` ([`TAG_SUFFIX`]): with a key,
 //!    the raw artifact's tag, and `<wasm-hex>.cwasm.zst.hmac` the
 //!    compressed one's (stores before this kept both at the first name:
-//!    still read for a compressed object that has no tag of its own). A
-//!    tag (`tag.rs`) is 33 bytes, `3` and the keyed BLAKE3 hash
+//!    still read for a compressed object that has no tag of its own, and
+//!    written with `write_v2_tags`). A tag (`tag.rs`) is 33 bytes, `3` and the keyed BLAKE3 hash
 //!    of a domain string, the engine hash, the wasm digest, one byte saying
 //!    whether the object is compressed, and the object's bytes as stored
 //!    (v3); tags of 32 bytes, the HMAC-SHA-256 of the same fields (v2), are
 //!    still read. It is written before its artifact, so an artifact is
-//!    never visible without its tag; `gc` deletes a tag whose artifact has
-//!    been missing for an hour.
+//!    never visible without its tag; `gc` deletes a tag older than an hour
+//!    whose artifact is missing.
 //! 6. `.tmp-<random>` ([`TMP_PREFIX`], local tiers; in the directory of the
 //!    file being written, a prefix or the root): a write in progress. Never
 //!    read; `gc` removes a crashed writer's after an hour.
@@ -750,6 +750,12 @@ fn inflate(stored: &[u8], cap: u64, out: &mut dyn std::io::Write) -> Result<u64,
             Ok(0) => return Ok(written),
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            // A window over the cap (an object written at zstd's ultra
+            // levels elsewhere) is valid zstd this host will not hold: a
+            // miss, not a damaged entry.
+            Err(e) if e.to_string().contains("too much memory") => {
+                return Err(Inflate::Holding(e));
+            }
             Err(e) => return Err(Inflate::Invalid(e)),
         };
         out.write_all(&buf[..n]).map_err(Inflate::Holding)?;

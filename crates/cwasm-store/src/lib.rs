@@ -9,7 +9,7 @@
 //! ```
 //!
 //! one prefix per engine hash, beside a descriptor, optional compressed
-//! copies and HMAC tags (the full layout, numbered, is the module
+//! copies and tags (the full layout, numbered, is the module
 //! documentation of `src/entry.rs`; docs/store.md summarises it).
 //!
 //! Retiring a wasmtime generation is one prefix delete
@@ -33,7 +33,7 @@
 //!
 //! # Threat model
 //!
-//! With an HMAC key, someone who can write to the store's directory or
+//! With a key, someone who can write to the store's directory or
 //! bucket but lacks the key can cause misses and recompiles, never a load of
 //! bytes whose tag did not verify, a hang, unbounded memory, or a read or
 //! write outside the store's root. Every hit is verified, whoever owns the

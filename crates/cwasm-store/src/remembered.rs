@@ -11,10 +11,13 @@
 //! contents: a read-only image (squashfs, erofs, iso9660) carries the times
 //! it was built with, so two reproducible images that differ in one byte of
 //! a same-size file, mounted in turn at one place from one loop device,
-//! show the same device, inode, size and times. The stamp therefore also
-//! holds the mount's identity (Linux's unique mount id, which a new mount
-//! never reuses), and where the kernel has no unique mount id, files on
-//! image and FUSE file systems are not remembered at all.
+//! show the same device, inode, size and times. So files on image and FUSE
+//! file systems are never remembered; the stamp also holds the mount's
+//! identity (Linux's unique mount id, which no later mount of the same boot
+//! reuses) and the boot's (`/proc/sys/kernel/random/boot_id`, since the
+//! unique ids start over at each boot); and where the kernel has no unique
+//! mount id (before 6.8), files on loop devices (any file system image) are
+//! not remembered either.
 //!
 //! Second, the clock's granularity. Filesystems stamp times from a
 //! coarse clock (a few milliseconds on Linux, whole seconds on some), so a
@@ -74,10 +77,13 @@ pub(crate) struct FileStamp {
     size: u64,
     mtime: (i64, i64),
     ctime: (i64, i64),
-    /// The mount the file was seen through (saved stamps of earlier
-    /// versions have none, and match no file now).
+    /// The mount the file was seen through.
     #[serde(default)]
     mount: Option<u64>,
+    /// The boot it was seen in (saved stamps of earlier versions have none,
+    /// and match no file where the kernel says which boot this is).
+    #[serde(default)]
+    boot: Option<u128>,
 }
 
 impl FileStamp {
@@ -96,8 +102,11 @@ impl FileStamp {
             mtime: (m.mtime(), m.mtime_nsec()),
             ctime: (m.ctime(), m.ctime_nsec()),
             mount,
+            boot: boot_id(),
         };
-        let trusted = unique || !times_untrusted(file);
+        // An image mounted from a loop device can be swapped for another
+        // with the same stamp; only a unique mount id tells them apart.
+        let trusted = !times_untrusted(file) && (unique || !on_loop_device(m.dev()));
         Ok((stamp, trusted && stamp.settled_at(now)))
     }
 
@@ -132,6 +141,20 @@ fn mount_of(file: &File) -> (Option<u64>, bool) {
 #[cfg(not(target_os = "linux"))]
 fn mount_of(_: &File) -> (Option<u64>, bool) {
     (None, false)
+}
+
+/// This boot's identity, read once.
+fn boot_id() -> Option<u128> {
+    static BOOT: std::sync::OnceLock<Option<u128>> = std::sync::OnceLock::new();
+    *BOOT.get_or_init(|| {
+        let text = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        u128::from_str_radix(&text.trim().replace('-', ""), 16).ok()
+    })
+}
+
+/// Whether the device `dev` is a loop device (Linux's block major 7).
+fn on_loop_device(dev: u64) -> bool {
+    cfg!(target_os = "linux") && rustix::fs::major(dev) == 7
 }
 
 /// Whether `file` is on a file system whose times need not change with its
@@ -207,8 +230,15 @@ impl Remembered {
                 file.display()
             );
         }
-        let absolute = std::path::absolute(file)?;
-        for dir in absolute.ancestors().skip(1) {
+        // The directories as they are, links resolved: a link in the path
+        // into a directory others can write is refused like the directory.
+        let parent = match file.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        let parent = std::fs::canonicalize(parent)
+            .with_context(|| format!("failed to check {}", parent.display()))?;
+        for dir in parent.ancestors() {
             let d = std::fs::metadata(dir)
                 .with_context(|| format!("failed to check {}", dir.display()))?;
             if !safe_owner(d.uid(), d.mode(), true) {
@@ -280,6 +310,7 @@ mod tests {
             mtime: (secs, nsec),
             ctime: (secs, nsec),
             mount: None,
+            boot: None,
         }
     }
 

@@ -755,11 +755,11 @@ fn a_host_that_cannot_map_code_deletes_nothing() -> Result<()> {
 }
 
 /// Anyone who can open `.gc-lock` can `flock` it (no write permission
-/// needed), and used to be able to stop every gc of the store. The lock is
-/// now readable by the store's writers only (0600 here; 0660 in a
-/// group-writable root), an older 0644 lock is narrowed, and a waiting gc
-/// gives up after a bounded time with a clear error instead of blocking
-/// forever.
+/// needed), and used to be able to stop every gc of the store. The lock's
+/// mode now lets only the store's writers open it (0600 here; 0660 in a
+/// group-writable root: the modes are checked, not tried as another user),
+/// an older 0644 lock is narrowed, and a waiting gc gives up after a
+/// bounded time with a clear error instead of blocking forever.
 #[test]
 fn a_held_gc_lock_stops_no_one_for_ever() -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
@@ -917,8 +917,8 @@ fn gc_sums_do_not_overflow() -> Result<()> {
 }
 
 /// A rejection deletes what was checked and nothing else: a planted,
-/// damaged `.zst` object used to take the good raw object beside it (and
-/// its tag) with it.
+/// damaged `.zst` object used to take the good raw object beside it with
+/// it.
 #[test]
 fn rejecting_one_form_keeps_the_other() -> Result<()> {
     let remote = tempfile::tempdir()?;
@@ -1323,5 +1323,34 @@ fn a_huge_descriptor_is_not_read() -> Result<()> {
     assert_eq!(engines.len(), 1);
     assert!(engines[0].descriptor.is_none());
     assert!(grew < 64 << 20, "peak memory grew by {grew} bytes");
+    Ok(())
+}
+
+/// A compressed object whose window is larger than the store inflates
+/// (32 MiB: zstd's ultra levels, written elsewhere) is valid zstd this host
+/// will not hold: a miss that leaves it in place, not a damaged entry.
+#[test]
+fn an_object_with_a_huge_zstd_window_is_kept() -> Result<()> {
+    use std::io::Write;
+    let engine = Engine::default();
+    let artifact = engine.precompile_module(&wasm(25))?;
+    let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), 3)?;
+    encoder.window_log(27)?;
+    encoder.write_all(&artifact)?;
+    let packed = encoder.finish()?;
+    let bucket = Bucket::default();
+    let path = format!("{}.zst", key(25).artifact_path());
+    bucket.write(&path, &packed)?;
+    let store = ArtifactStore::new(
+        None,
+        Some(Box::new(bucket)),
+        StoreConfig {
+            compress_remote: true,
+            ..StoreConfig::default()
+        },
+    )?;
+    let (store, answer) = within_bound("a huge window", move || hit_or_compile(store, 25));
+    assert_eq!(answer, 25);
+    assert_eq!(store.stats().rejected, 0, "{:?}", store.stats());
     Ok(())
 }

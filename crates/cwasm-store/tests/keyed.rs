@@ -234,8 +234,8 @@ fn an_entry_rewritten_in_place_during_lookups_never_runs() -> Result<()> {
         "the planted module ran in {planted_ran} of {lookups} lookups"
     );
     assert!(lookups >= 20, "only {lookups} lookups in 20 s");
-    // Both outcomes happened: some lookups hit the real bytes, and some
-    // were refused (the writer was seen), so the race was real.
+    // Some lookups hit (the real bytes verified); how many were refused
+    // depends on the timing, and is not asserted.
     let stats = store.stats();
     assert!(stats.hits > 0, "{stats:?}");
     Ok(())
@@ -375,7 +375,7 @@ fn a_keyed_remote_hit_is_copied_with_its_tag() -> Result<()> {
     assert_eq!(call(&engine, &m), 4);
     let stats = again.stats();
     assert_eq!((stats.hits, stats.rejected, stats.compiles), (1, 0, 0));
-    // The remote object with a wrong tag is refused and deleted there.
+    // The remote object with a wrong tag is refused (and compiled again).
     LocalDir::new(remote.path())?.write(&key.tag_path(), &[3; 33])?;
     let fresh = tempfile::tempdir()?;
     let store = ArtifactStore::new(
@@ -431,5 +431,35 @@ fn both_forms_keep_their_own_tags() -> Result<()> {
     let m = reader.get_or_compile_module(&engine, &wasm(4))?;
     assert_eq!(call(&engine, &m), 4);
     assert_eq!((reader.stats().hits, reader.stats().rejected), (1, 0));
+    Ok(())
+}
+
+/// `write_v2_tags` writes tags as stores before v3 did, where they look for
+/// them: 32-byte HMAC tags, a compressed object's at the raw one's path.
+#[test]
+fn v2_tags_are_where_older_readers_look() -> Result<()> {
+    let engine = Engine::default();
+    let remote = tempfile::tempdir()?;
+    let key = Key::new(&engine, &wasm(4))?;
+    let store = ArtifactStore::new(
+        None,
+        Some(Box::new(LocalDir::new(remote.path())?)),
+        StoreConfig {
+            compress_remote: true,
+            write_v2_tags: true,
+            ..config(Some(SECRET))
+        },
+    )?;
+    store.put(&key, &engine.precompile_module(&wasm(4))?)?;
+    assert_eq!(std::fs::read(remote.path().join(key.tag_path()))?.len(), 32);
+    assert!(
+        !remote
+            .path()
+            .join(format!("{}.zst.hmac", key.artifact_path()))
+            .exists()
+    );
+    let m = store.get_or_compile_module(&engine, &wasm(4))?;
+    assert_eq!(call(&engine, &m), 4);
+    assert_eq!((store.stats().hits, store.stats().rejected), (1, 0));
     Ok(())
 }

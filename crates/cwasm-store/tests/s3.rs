@@ -92,7 +92,9 @@ fn local_tier_in_front_of_s3() -> Result<()> {
         packed.len(),
         raw.len()
     );
-    assert!(bucket.read(&key.tag_path())?.is_some());
+    // The compressed object's tag is its own (`.cwasm.zst.hmac`).
+    assert!(bucket.read(&key.tag_path_for(true))?.is_some());
+    assert!(bucket.read(&key.tag_path())?.is_none());
 
     let config_b = config.clone();
     let host_b = ArtifactStore::new(
@@ -107,7 +109,7 @@ fn local_tier_in_front_of_s3() -> Result<()> {
     host_b.flush();
     assert_eq!(std::fs::read(dir_b.path().join(key.artifact_path()))?, raw);
     assert_eq!(host_b.stats().store_errors, 0);
-    // And the next hit is local (and private: memory-mapped, not re-verified).
+    // And the next hit is local (copied into sealed memory and verified).
     drop(host_b);
     let host_b = ArtifactStore::new(Some(LocalDir::new(dir_b.path())?), None, config_b)?;
     let m = host_b.get_or_compile_module(&engine, &wasm(2))?;
