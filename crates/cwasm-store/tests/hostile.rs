@@ -1354,3 +1354,87 @@ fn an_object_with_a_huge_zstd_window_is_kept() -> Result<()> {
     assert_eq!(store.stats().rejected, 0, "{:?}", store.stats());
     Ok(())
 }
+
+/// A name that is not UTF-8 is not the store's, and must not stand for
+/// another: `.tmp-\xff`, stale, used to be converted lossily to
+/// `.tmp-\u{fffd}`, and gc then deleted that file instead: a write in
+/// progress of another process.
+#[test]
+fn a_name_that_is_not_utf8_stands_for_no_other() -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir()?;
+    let store = ArtifactStore::open(dir.path())?;
+    let stale = dir.path().join(std::ffi::OsStr::from_bytes(b".tmp-\xff"));
+    std::fs::write(&stale, b"stale")?;
+    std::fs::File::options()
+        .write(true)
+        .open(&stale)?
+        .set_modified(SystemTime::now() - Duration::from_secs(3 * 3600))?;
+    let in_progress = dir.path().join(".tmp-\u{fffd}");
+    std::fs::write(&in_progress, b"a write in progress")?;
+    store.gc(false)?;
+    assert!(
+        in_progress.exists(),
+        "gc deleted another file for a non-UTF-8 name"
+    );
+    Ok(())
+}
+
+/// Set for `stamp_child`: the store it opens.
+const STAMP_CHILD_ENV: &str = "CWASM_STAMP_CHILD";
+
+/// An unkeyed hit reads the entry's stamp through the descriptor it holds,
+/// never by opening a path again: it works where `/proc` is not mounted
+/// (before, every hit there was a miss that compiled again). On macOS and
+/// the BSDs, the path it re-opened (`/dev/fd/N`) shared the descriptor's
+/// offset and could misread the entry. Runs in a child whose mount
+/// namespace has no `/proc`.
+#[test]
+fn an_unkeyed_hit_opens_no_path_again() -> Result<()> {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root, for a mount namespace without /proc");
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let exe = std::env::current_exe()?;
+    let script = format!(
+        "umount -l /proc && exec '{}' --ignored --exact stamp_child --nocapture --test-threads=1",
+        exe.display()
+    );
+    let status = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .env(STAMP_CHILD_ENV, dir.path())
+        .status();
+    let Ok(status) = status else {
+        eprintln!("skipped: no unshare");
+        return Ok(());
+    };
+    assert!(status.success(), "the child without /proc failed: {status}");
+    Ok(())
+}
+
+/// The body of `an_unkeyed_hit_opens_no_path_again`, without `/proc`.
+#[test]
+#[ignore = "run by an_unkeyed_hit_opens_no_path_again, without /proc"]
+fn stamp_child() -> Result<()> {
+    let Some(root) = std::env::var_os(STAMP_CHILD_ENV) else {
+        return Ok(());
+    };
+    assert!(
+        !Path::new("/proc/self/fd").exists(),
+        "/proc is still mounted in this child"
+    );
+    let engine = Engine::default();
+    ArtifactStore::open(&root)?.get_or_compile_module(&engine, &wasm(26))?;
+    let store = ArtifactStore::open(&root)?;
+    let m = store.get_or_compile_module(&engine, &wasm(26))?;
+    assert_eq!(call(&engine, &m), 26);
+    let stats = store.stats();
+    assert_eq!(
+        (stats.hits, stats.compiles, stats.store_errors),
+        (1, 0, 0),
+        "{stats:?}"
+    );
+    println!("stamp child: ok");
+    Ok(())
+}
