@@ -289,6 +289,10 @@ impl ArtifactStore {
                 return Ok(None);
             }
         };
+        let rejected = |reason| Rejected {
+            reason,
+            checked: Checked::Local(Some(id)),
+        };
         if purpose == ReadFor::Load && self.config.hmac_key.is_none() {
             return match with_mapping(&file, len, Engine::detect_serialization_compatibility_hash) {
                 Err(e) => {
@@ -296,25 +300,25 @@ impl ArtifactStore {
                     Ok(None)
                 }
                 Ok(found) => {
-                    check_stamp(key, found).map_err(|reason| Rejected {
-                        reason,
-                        checked: Checked::Local(Some(id)),
-                    })?;
+                    check_stamp(key, found).map_err(rejected)?;
                     Ok(Some((Loaded(State::Open(file, len)), used, id)))
                 }
             };
         }
-        let sealed = match Sealed::copy_of(&file, len) {
+        // Loaded bytes go where wasmtime can map them in place (a sealed
+        // memfd); bytes only read (`get`, `verify`) stay in a private buffer,
+        // which they are moved out of.
+        let copy = match purpose {
+            ReadFor::Load => Sealed::copy_of,
+            ReadFor::Bytes => Sealed::private_copy_of,
+        };
+        let sealed = match copy(&file, len) {
             Ok(sealed) => sealed,
             Err(e) => {
                 let e = wasmtime::Error::from(e).context("could not copy the entry to memory");
                 self.store_error("store read failed; treating as a miss", &e);
                 return Ok(None);
             }
-        };
-        let rejected = |reason| Rejected {
-            reason,
-            checked: Checked::Local(Some(id)),
         };
         // Nothing unauthenticated is parsed: the tag first, then the stamp.
         if let Tag::Unavailable = self
@@ -547,7 +551,7 @@ impl Loaded {
                 Module::deserialize_open_file(engine, f)?
             })),
             (State::Open(f, len), Kind::Component) => Loaded(State::Component(unsafe {
-                Component::deserialize(engine, Sealed::copy_of(&f, len)?.bytes())?
+                Component::deserialize(engine, Sealed::private_copy_of(&f, len)?.bytes())?
             })),
             (State::Sealed(sealed), kind) => {
                 let memfd = sealed.file();
@@ -597,7 +601,9 @@ impl Loaded {
     pub(crate) fn into_bytes(self) -> Option<Vec<u8>> {
         match self.0 {
             State::Bytes(b) => Some(b),
-            State::Sealed(s) => Some(s.bytes().to_vec()),
+            State::Sealed(s) => {
+                Some(Arc::try_unwrap(s).map_or_else(|s| s.bytes().to_vec(), Sealed::into_vec))
+            }
             _ => None,
         }
     }

@@ -87,12 +87,30 @@ pub(crate) struct FileStamp {
 }
 
 impl FileStamp {
-    /// The stamp of the open `file`, and whether it has settled (its last
-    /// change is at least [`SETTLED`] before now).
+    /// The stamp of the open `file`: all a lookup needs to find a
+    /// remembered digest.
+    pub(crate) fn current(file: &File) -> std::io::Result<FileStamp> {
+        Ok(FileStamp::read(file)?.0)
+    }
+
+    /// The stamp of the open `file`, and whether its digest may be
+    /// remembered: it has settled (its last change is at least [`SETTLED`]
+    /// before now) on a file system whose times can be trusted.
     pub(crate) fn of(file: &File) -> std::io::Result<(FileStamp, bool)> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
+        let (stamp, unique) = FileStamp::read(file)?;
+        // An image mounted from a loop device can be swapped for another
+        // with the same stamp; only a unique mount id tells them apart.
+        let rememberable = stamp.settled_at(now)
+            && (unique || !on_loop_device(stamp.dev))
+            && !times_untrusted(file);
+        Ok((stamp, rememberable))
+    }
+
+    /// The stamp, and whether its mount id is unique.
+    fn read(file: &File) -> std::io::Result<(FileStamp, bool)> {
         let m = file.metadata()?;
         let (mount, unique) = mount_of(file);
         let stamp = FileStamp {
@@ -104,10 +122,7 @@ impl FileStamp {
             mount,
             boot: boot_id(),
         };
-        // An image mounted from a loop device can be swapped for another
-        // with the same stamp; only a unique mount id tells them apart.
-        let trusted = !times_untrusted(file) && (unique || !on_loop_device(m.dev()));
-        Ok((stamp, trusted && stamp.settled_at(now)))
+        Ok((stamp, unique))
     }
 
     /// Whether both times are at least [`SETTLED`] before `now` (a duration

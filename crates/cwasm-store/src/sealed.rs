@@ -53,6 +53,14 @@ impl Sealed {
             memfd::fill_from(&memfd, file, len)?;
             return memfd::seal(memfd);
         }
+        Sealed::private_copy_of(file, len)
+    }
+
+    /// A copy of the first `len` bytes of `file` in a private heap buffer:
+    /// as unchangeable as a sealed memfd (no one else can write it), but
+    /// not something wasmtime can map. For bytes that are read rather than
+    /// loaded (`get`, `verify`), and where there are no memfds.
+    pub(crate) fn private_copy_of(file: &File, len: u64) -> io::Result<Sealed> {
         let mut bytes = Vec::new();
         // A lack of memory is an error (a miss), not an abort.
         bytes
@@ -60,6 +68,16 @@ impl Sealed {
             .map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
         file.take(len).read_to_end(&mut bytes)?;
         Ok(Sealed(Inner::Heap(bytes)))
+    }
+
+    /// The bytes as a vector: moved out of a heap buffer, copied out of a
+    /// memfd.
+    pub(crate) fn into_vec(self) -> Vec<u8> {
+        match self.0 {
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            Inner::Memfd(_, map) => map.bytes().to_vec(),
+            Inner::Heap(bytes) => bytes,
+        }
     }
 
     /// A writer whose bytes become a [`Sealed`] with [`SealedWriter::seal`].
@@ -154,21 +172,7 @@ pub(crate) fn with_mapping<T>(file: &File, len: u64, f: impl FnOnce(&[u8]) -> T)
     if len == 0 {
         return Ok(f(&[]));
     }
-    // SAFETY: a fresh read-only mapping of `len` bytes, unmapped by
-    // `Mapping`'s drop; nothing else refers to its address.
-    let map = unsafe {
-        rustix::mm::mmap(
-            std::ptr::null_mut(),
-            len,
-            rustix::mm::ProtFlags::READ,
-            rustix::mm::MapFlags::PRIVATE,
-            file,
-            0,
-        )
-    }
-    .map_err(|e| io::Error::from_raw_os_error(e.raw_os_error()))?;
-    let mapping = Mapping(map.cast(), len);
-    Ok(f(mapping.bytes()))
+    Ok(f(Mapping::of(file, len)?.bytes()))
 }
 
 /// A read-only mapping, unmapped on drop.
@@ -177,6 +181,26 @@ struct Mapping(*mut u8, usize);
 
 #[cfg(unix)]
 impl Mapping {
+    /// A read-only private mapping of the first `len` (more than 0) bytes
+    /// of `file`. Private: kernels before 6.7 refuse a shared mapping of a
+    /// write-sealed memfd, even a read-only one.
+    fn of(file: &File, len: usize) -> io::Result<Mapping> {
+        // SAFETY: a fresh read-only mapping of `len` bytes, unmapped by
+        // `Mapping`'s drop; nothing else refers to its address.
+        let map = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                len,
+                rustix::mm::ProtFlags::READ,
+                rustix::mm::MapFlags::PRIVATE,
+                file,
+                0,
+            )
+        }
+        .map_err(|e| io::Error::from_raw_os_error(e.raw_os_error()))?;
+        Ok(Mapping(map.cast(), len))
+    }
+
     fn bytes(&self) -> &[u8] {
         // SAFETY: `self.0` maps `self.1` readable bytes until `drop`.
         unsafe { std::slice::from_raw_parts(self.0, self.1) }
@@ -186,8 +210,7 @@ impl Mapping {
 #[cfg(unix)]
 impl Drop for Mapping {
     fn drop(&mut self) {
-        // SAFETY: the mapping `with_mapping` or `memfd::seal` made, unmapped
-        // once; no borrow of it outlives `self`.
+        // SAFETY: the mapping `Mapping::of` made, unmapped once; no borrow of it outlives `self`.
         unsafe {
             let _ = rustix::mm::munmap(self.0.cast(), self.1);
         }
@@ -294,25 +317,11 @@ mod memfd {
         // The length is read after sealing: it can no longer change.
         let len = usize::try_from(rustix::fs::fstat(&memfd).map_err(io)?.st_size)
             .map_err(|_| io::Error::other("a sealed copy of negative length"))?;
+        // The bytes and the size can no longer change.
         let map = if len == 0 {
             None
         } else {
-            // SAFETY: a fresh read-only mapping of a file whose bytes and
-            // size can no longer change, unmapped by `Mapping`'s drop.
-            // Private: kernels before 6.7 refuse a shared mapping of a
-            // write-sealed memfd, even a read-only one.
-            let ptr = unsafe {
-                rustix::mm::mmap(
-                    std::ptr::null_mut(),
-                    len,
-                    rustix::mm::ProtFlags::READ,
-                    rustix::mm::MapFlags::PRIVATE,
-                    &memfd,
-                    0,
-                )
-            }
-            .map_err(io)?;
-            Some(Mapping(ptr.cast(), len))
+            Some(Mapping::of(&memfd, len)?)
         };
         Ok(Sealed(Inner::Memfd(memfd, Map(map))))
     }

@@ -607,7 +607,7 @@ pub(crate) fn used_long_ago(used: SystemTime) -> bool {
 fn open_stamped(path: &Path) -> Result<(std::fs::File, FileStamp)> {
     let opened = || format!("failed to read {}", path.display());
     let file = std::fs::File::open(path).with_context(opened)?;
-    let (stamp, _) = FileStamp::of(&file).with_context(opened)?;
+    let stamp = FileStamp::current(&file).with_context(opened)?;
     Ok((file, stamp))
 }
 
