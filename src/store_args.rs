@@ -28,6 +28,11 @@ pub struct StoreArgs {
 
 impl StoreArgs {
     pub fn open(&self) -> Result<ArtifactStore> {
+        self.open_with(|_| {})
+    }
+
+    /// Like [`StoreArgs::open`], with `adjust` applied to the configuration.
+    pub fn open_with(&self, adjust: impl FnOnce(&mut StoreConfig)) -> Result<ArtifactStore> {
         let (mut config, directory) = match &self.cache_config {
             Some(path) => StoreConfig::from_cache_file(path)?,
             None => (StoreConfig::default(), None),
@@ -40,6 +45,7 @@ impl StoreArgs {
             None => None,
         };
         config.compress_remote = self.compress;
+        adjust(&mut config);
         let location = match (&self.store, directory) {
             (Some(store), _) => store.clone(),
             (None, Some(dir)) => dir.display().to_string(),

@@ -4,7 +4,8 @@
 use crate::backend::{Backend, Fetched, Listed, LocalDir};
 use crate::digest::{Digest, Key};
 use crate::entry::{
-    DESCRIPTOR, GC_STAMP, ReadFor, TAG_SUFFIX, ZSTD_SUFFIX, is_artifact, key_of, prefix_engine,
+    DESCRIPTOR, GC_STAMP, ReadFor, SECTION, TAG_SUFFIX, ZSTD_SUFFIX, is_artifact, key_of,
+    prefix_engine,
 };
 use crate::stats::bump;
 use crate::store::ArtifactStore;
@@ -168,7 +169,7 @@ impl ArtifactStore {
 
     /// Objects of the primary tier that are not part of the layout (not an
     /// entry in canonical lowercase-hex form, its `.zst` or `.hmac`, or an
-    /// `engine.json`): lookups ignore them; `verify` users may want to know.
+    /// `engine.json` or `engine.section`): lookups ignore them; `verify` users may want to know.
     pub fn strays(&self) -> Result<Vec<String>> {
         Ok(self
             .primary()
@@ -177,10 +178,11 @@ impl ArtifactStore {
             .map(|l| l.path)
             .filter(|path| {
                 let entry = path.strip_suffix(TAG_SUFFIX).unwrap_or(path);
-                !(is_artifact(entry)
-                    || path
-                        .strip_suffix(&format!("/{DESCRIPTOR}"))
-                        .is_some_and(|prefix| prefix_engine(prefix).is_some()))
+                let prefix_file = |name: &str| {
+                    path.strip_suffix(&format!("/{name}"))
+                        .is_some_and(|prefix| prefix_engine(prefix).is_some())
+                };
+                !(is_artifact(entry) || prefix_file(DESCRIPTOR) || prefix_file(SECTION))
             })
             .collect())
     }

@@ -4,7 +4,8 @@
 //! the store decides what the objects mean. Every write is atomic: a reader
 //! sees the old object, the new one, or none, never a part.
 
-use crate::entry::{DESCRIPTOR, GC_LOCK, TMP_PREFIX, prefix_engine};
+use crate::digest::Digest;
+use crate::entry::{DESCRIPTOR, GC_LOCK, SECTION, TMP_PREFIX, prefix_engine};
 use crate::fsops::{FileId, Opened, Root, read_all};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
@@ -112,6 +113,21 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn delete(&self, path: &str) -> Result<()>;
     /// Every object whose path starts with `prefix` (`""` for all).
     fn list(&self, prefix: &str) -> Result<Vec<Listed>>;
+    /// The engine prefixes (`<engine-hex>/`) the backend holds, in no
+    /// particular order.
+    ///
+    /// The default lists every object; the backends of this crate list only
+    /// the top level.
+    fn engines(&self) -> Result<Vec<Digest>> {
+        let mut engines: Vec<Digest> = self
+            .list("")?
+            .iter()
+            .filter_map(|l| prefix_engine(l.path.split_once('/')?.0))
+            .collect();
+        engines.sort();
+        engines.dedup();
+        Ok(engines)
+    }
     /// A file holding exactly the object's bytes, for memory-mapping, if
     /// this backend has one.
     fn local_file(&self, path: &str) -> Option<PathBuf> {
@@ -176,6 +192,15 @@ impl LocalDir {
         self.fs
             .open_entry(path, limit)
             .with_context(|| format!("failed to open {}", self.root.join(path).display()))
+    }
+
+    /// The small file `path` (`Root::read_small`): `None` if it is missing,
+    /// not a regular file, or larger than `limit`.
+    pub(crate) fn read_small(&self, path: &str, limit: u64) -> Result<Option<Vec<u8>>> {
+        self.check_path(path)?;
+        self.fs
+            .read_small(path, limit)
+            .with_context(|| format!("failed to read {}", self.root.join(path).display()))
     }
 
     /// Removes the entry `path` if it is still the file `id` (or, with
@@ -300,16 +325,21 @@ impl LocalDir {
                     Some(name.into_string().unwrap_or_default())
                 })
                 .collect();
-            let descriptor = format!("{name}/{DESCRIPTOR}");
-            let old = |path: &str| {
-                fs::symlink_metadata(self.root.join(path))
+            // A prefix that holds only what describes it (the descriptor,
+            // the engine section), written over an hour ago, is empty.
+            let old = |name: &String| {
+                fs::symlink_metadata(dir.path().join(name))
                     .and_then(|m| m.modified())
                     .is_ok_and(|t| t.elapsed().unwrap_or(Duration::ZERO) > STALE_TMP)
             };
-            match &names[..] {
-                [] => {}
-                [only] if only == DESCRIPTOR && old(&descriptor) => self.delete(&descriptor)?,
-                _ => continue,
+            if !names
+                .iter()
+                .all(|n| (n == DESCRIPTOR || n == SECTION) && old(n))
+            {
+                continue;
+            }
+            for n in &names {
+                self.delete(&format!("{name}/{n}"))?;
             }
             if self.fs.remove_empty_dir(&name)? {
                 removed += 1;
@@ -440,6 +470,14 @@ impl Backend for LocalDir {
         }
         out.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(out)
+    }
+
+    fn engines(&self) -> Result<Vec<Digest>> {
+        let names = self
+            .fs
+            .top_dirs()
+            .with_context(|| format!("failed to list {}", self.root.display()))?;
+        Ok(names.iter().filter_map(|n| prefix_engine(n)).collect())
     }
 
     fn local_file(&self, path: &str) -> Option<PathBuf> {
@@ -832,5 +870,19 @@ impl Backend for ObjectStoreBackend {
             .collect();
         out.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(out)
+    }
+
+    fn engines(&self) -> Result<Vec<Digest>> {
+        let listed = self.run(async {
+            self.store
+                .list_with_delimiter(Some(&self.prefix))
+                .await
+                .map_err(|e| format_err!("failed to list {}: {e}", self.url))
+        })?;
+        Ok(listed
+            .common_prefixes
+            .iter()
+            .filter_map(|p| prefix_engine(&self.relative(p)?))
+            .collect())
     }
 }

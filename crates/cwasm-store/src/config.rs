@@ -47,6 +47,13 @@ pub struct StoreConfig {
     /// remote objects and decompressed objects are not read (a miss; they
     /// are left in place). Defaults to [`StoreConfig::DEFAULT_MAX_ARTIFACT_SIZE`].
     pub max_artifact_size: u64,
+    /// On a miss under its own engine hash, a compiling engine loads an
+    /// artifact of its own engine built for fewer CPU features, if the
+    /// store holds one (the one with the most features), instead of
+    /// compiling: a host with AVX2 uses a fleet's `x86-64-v2` artifacts.
+    /// wasmtime still checks that this host has every feature the artifact
+    /// uses. On by default; see `ArtifactStore::load_module`.
+    pub reuse_cpu_subsets: bool,
 }
 
 impl std::fmt::Debug for StoreConfig {
@@ -61,6 +68,7 @@ impl std::fmt::Debug for StoreConfig {
             .field("write_v2_tags", &self.write_v2_tags)
             .field("compress_remote", &self.compress_remote)
             .field("max_artifact_size", &self.max_artifact_size)
+            .field("reuse_cpu_subsets", &self.reuse_cpu_subsets)
             .finish()
     }
 }
@@ -73,6 +81,7 @@ impl Default for StoreConfig {
             write_v2_tags: false,
             compress_remote: false,
             max_artifact_size: StoreConfig::DEFAULT_MAX_ARTIFACT_SIZE,
+            reuse_cpu_subsets: true,
         }
     }
 }

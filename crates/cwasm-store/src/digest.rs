@@ -3,7 +3,9 @@
 use crate::entry::{ARTIFACT_SUFFIX, TAG_SUFFIX, ZSTD_SUFFIX};
 use std::fmt;
 use std::str::FromStr;
-use wasmtime::{Engine, Result, bail};
+#[cfg(feature = "compile")]
+use wasmtime::Engine;
+use wasmtime::{Result, bail};
 
 /// A SHA-256 digest, shown and parsed as 64 lowercase hex digits.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -66,11 +68,13 @@ pub struct Key {
 
 impl Key {
     /// The key of `wasm` compiled by `engine`.
+    #[cfg(feature = "compile")]
     pub fn new(engine: &Engine, wasm: &[u8]) -> Result<Key> {
         Key::with_wasm_digest(engine, Digest::of(wasm))
     }
 
     /// The key for a wasm whose digest the caller already knows.
+    #[cfg(feature = "compile")]
     pub fn with_wasm_digest(engine: &Engine, wasm: Digest) -> Result<Key> {
         Ok(Key {
             engine: Digest(engine.serialization_compatibility_hash()?),

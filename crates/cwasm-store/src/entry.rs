@@ -64,6 +64,12 @@
 //!    store.
 //! 8. `.gc-lock` ([`GC_LOCK`], in the root; local tiers): `flock`ed by a
 //!    running `gc`.
+//! 9. `<engine-hex>/engine.section` ([`SECTION`]): the engine section
+//!    every artifact of the prefix carries, byte for byte, written beside
+//!    the descriptor. Its SHA-256 is the prefix's name, so it needs no tag:
+//!    a reader hashes it and ignores it if it does not match. With it, a
+//!    host can ask wasmtime whether it would load the prefix's artifacts
+//!    without reading one (`reuse.rs`).
 //!
 //! Anything else is not the store's: lookups never read it, and `verify`'s
 //! caller is told of the files under prefixes (`ArtifactStore::strays`).
@@ -119,6 +125,8 @@ use wasmtime::{Engine, Module, Result, bail, format_err};
 
 /// Layout 2: a prefix's descriptor.
 pub(crate) const DESCRIPTOR: &str = "engine.json";
+/// Layout 9: a prefix's engine section.
+pub(crate) const SECTION: &str = "engine.section";
 /// Layout 3: the suffix of an artifact's name.
 pub(crate) const ARTIFACT_SUFFIX: &str = ".cwasm";
 /// Layout 4: the suffix of a compressed artifact (after layout 3's).
@@ -475,7 +483,7 @@ impl ArtifactStore {
 
     /// A backend failure: counted and logged, and the lookup goes on as a
     /// miss (nothing is deleted).
-    fn store_error(&self, what: &'static str, error: &wasmtime::Error) {
+    pub(crate) fn store_error(&self, what: &'static str, error: &wasmtime::Error) {
         bump(&self.counters.store_errors);
         tracing::warn!(error = %format!("{error:#}"), "{what}");
     }
@@ -524,7 +532,8 @@ enum State {
     /// Checked bytes in sealed memory (`sealed.rs`), shared with a copy
     /// into the local tier.
     Sealed(Arc<Sealed>),
-    /// Bytes the engine compiled.
+    /// Bytes the engine compiled (only a compiling store has any).
+    #[cfg_attr(not(feature = "compile"), allow(dead_code))]
     Bytes(Vec<u8>),
     Module(Module),
     Component(Component),
@@ -533,6 +542,7 @@ enum State {
 impl Loaded {
     /// An artifact the engine of this lookup just compiled (or that a single
     /// flight's leader compiled or checked for it).
+    #[cfg(feature = "compile")]
     pub(crate) fn compiled(artifact: Vec<u8>) -> Loaded {
         Loaded(State::Bytes(artifact))
     }
@@ -587,6 +597,7 @@ impl Loaded {
 
     /// The artifact's bytes, for waiters of a single flight (a memory-mapped
     /// hit is read once more for them).
+    #[cfg(feature = "compile")]
     pub(crate) fn bytes(&self) -> Option<Vec<u8>> {
         match &self.0 {
             State::Bytes(b) => Some(b.clone()),
@@ -800,8 +811,9 @@ mod tests {
     use super::*;
 
     /// Each layout name, with its number in the module documentation.
-    const NAMES: [(u8, &str); 8] = [
+    const NAMES: [(u8, &str); 9] = [
         (2, DESCRIPTOR),
+        (9, SECTION),
         (3, ARTIFACT_SUFFIX),
         (4, ZSTD_SUFFIX),
         (5, TAG_SUFFIX),
@@ -847,6 +859,7 @@ mod tests {
         assert_eq!(key_of(&format!("{raw}{ZSTD_SUFFIX}")), Some(key));
         assert!(!is_artifact(&key.tag_path()));
         assert!(!is_artifact(&format!("{}/{DESCRIPTOR}", key.engine)));
+        assert!(!is_artifact(&format!("{}/{SECTION}", key.engine)));
         assert!(!is_artifact(&format!("{}/{TMP_PREFIX}0123", key.engine)));
     }
 }

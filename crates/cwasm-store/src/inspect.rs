@@ -84,6 +84,79 @@ pub fn inspect(artifact: &[u8]) -> Result<ArtifactInfo> {
     Ok(info)
 }
 
+/// The engine section of `artifact`, if it is a wasmtime artifact that has
+/// one.
+pub(crate) fn engine_section(artifact: &[u8]) -> Option<&[u8]> {
+    Engine::detect_precompiled(artifact)?;
+    let file = object::File::parse(artifact).ok()?;
+    file.section_by_name(ENGINE_SECTION)?.data().ok()
+}
+
+/// An engine section in wasmtime 48's layout, split where two engines that
+/// differ only in CPU features differ.
+#[derive(PartialEq, Eq)]
+pub(crate) struct SectionParts<'a> {
+    /// The layout byte and the version string.
+    head: &'a [u8],
+    target: &'a str,
+    shared_flags: Vec<(&'a str, FlagValue<'a>)>,
+    /// The ISA settings that are on (CPU features, for the most part), by
+    /// name, sorted.
+    pub(crate) isa_on: Vec<&'a str>,
+    /// The ISA settings with other values (enums, numbers), kept as
+    /// compared.
+    isa_other: Vec<(&'a str, FlagValue<'a>)>,
+    /// Tunables, wasm features and the series' codegen settings, as bytes.
+    rest: &'a [u8],
+}
+
+impl<'a> SectionParts<'a> {
+    /// `section` split, or `None` if it is not in a layout this crate reads.
+    pub(crate) fn of(section: &'a [u8]) -> Option<SectionParts<'a>> {
+        let (&layout, rest) = section.split_first()?;
+        let (&len, rest) = rest.split_first()?;
+        let (_version, metadata) = rest.split_at_checked(usize::from(len))?;
+        if layout > 1 {
+            return None;
+        }
+        let (m, rest) = postcard::take_from_bytes::<MetadataPrefix<'_>>(metadata).ok()?;
+        let mut isa_on = Vec::new();
+        let mut isa_other = Vec::new();
+        for (name, value) in m.isa_flags {
+            match value {
+                FlagValue::Bool(true) => isa_on.push(name),
+                FlagValue::Bool(false) => {}
+                other => isa_other.push((name, other)),
+            }
+        }
+        isa_on.sort_unstable();
+        isa_other.sort_unstable_by_key(|(name, _)| *name);
+        Some(SectionParts {
+            head: &section[..2 + usize::from(len)],
+            target: m.target,
+            shared_flags: m.shared_flags,
+            isa_on,
+            isa_other,
+            rest,
+        })
+    }
+
+    /// Whether `self` describes the same engine as `other` except for CPU
+    /// features, of which it has a subset: its artifacts are what `other`
+    /// would compile, for fewer CPU features.
+    pub(crate) fn is_cpu_subset_of(&self, other: &SectionParts<'_>) -> bool {
+        self.head == other.head
+            && self.target == other.target
+            && self.shared_flags == other.shared_flags
+            && self.isa_other == other.isa_other
+            && self.rest == other.rest
+            && self
+                .isa_on
+                .iter()
+                .all(|f| other.isa_on.binary_search(f).is_ok())
+    }
+}
+
 /// The leading fields of wasmtime 48's `Metadata` (postcard, serde): the
 /// target and Cranelift's settings, as `wasmtime_environ`'s `FlagValue`.
 /// The fields after them (tunables, features) are not decoded.
@@ -97,7 +170,7 @@ struct MetadataPrefix<'a> {
 }
 
 /// `wasmtime_environ::FlagValue`, variant for variant.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, PartialEq, Eq)]
 enum FlagValue<'a> {
     Enum(&'a str),
     Num(u8),

@@ -64,11 +64,14 @@ mod backend;
 mod config;
 mod digest;
 mod entry;
+#[cfg(feature = "compile")]
 mod flight;
 mod fsops;
 mod inspect;
+#[cfg(feature = "compile")]
 mod profile;
 mod remembered;
+mod reuse;
 mod sealed;
 mod stats;
 mod store;
@@ -81,7 +84,9 @@ pub use backend::{
 pub use config::StoreConfig;
 pub use digest::{Digest, Key};
 pub use inspect::{ArtifactInfo, FlagSetting, inspect};
+#[cfg(feature = "compile")]
 pub use profile::{CpuProfile, HostInfo};
+pub use reuse::Verdict;
 pub use stats::Stats;
 pub use store::ArtifactStore;
 /// wasmtime's own `[cache]` settings, which [`StoreConfig::cache`] holds.

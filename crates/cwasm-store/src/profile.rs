@@ -57,7 +57,102 @@ pub struct CpuProfile {
     /// (`"true"`, `"false"`, or an enum setting's value).
     #[serde(default)]
     pub flags: BTreeMap<String, String>,
+    /// The wasmtime Cargo features of the hosts that will load the
+    /// artifacts, when they are not this build's: a host built with
+    /// `default-features = false` refuses artifacts that use what it left
+    /// out (GC types, threads, the component model, async components), even
+    /// for wasm that never uses them. Naming them here turns those off in
+    /// the compiling engine ([`CpuProfile::apply`]); `None` compiles for a
+    /// host built like this one.
+    ///
+    /// ```toml
+    /// host_features = ["runtime", "std", "component-model"]
+    /// ```
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_features: Option<Vec<String>>,
 }
+
+/// The wasmtime Cargo features that decide whether a host accepts an
+/// artifact (its engine's wasm features and tunables follow them), each with
+/// the `wasmtime -W` options that [`CpuProfile::apply`] turns off for a host
+/// without it.
+const HOST_FEATURES: &[(&str, &[&str])] = &[
+    ("gc", &["gc-support", "exceptions"]),
+    ("threads", &["threads"]),
+    ("component-model", &["component-model"]),
+    ("component-model-async", &["concurrency-support"]),
+];
+
+/// Features that turn on others of [`HOST_FEATURES`] (wasmtime's
+/// `Cargo.toml`).
+const IMPLIED: &[(&str, &[&str])] = &[
+    (
+        "default",
+        &["gc", "threads", "component-model", "component-model-async"],
+    ),
+    ("gc-copying", &["gc"]),
+    ("gc-drc", &["gc"]),
+    ("gc-null", &["gc"]),
+    ("component-model-async", &["component-model"]),
+    ("rr", &["component-model"]),
+];
+
+/// Turns off the `-W` option `option` (one of [`HOST_FEATURES`]').
+fn turn_off(config: &mut Config, option: &str) {
+    match option {
+        "gc-support" => config.gc_support(false),
+        "exceptions" => config.wasm_exceptions(false),
+        "threads" => config.wasm_threads(false),
+        "component-model" => config.wasm_component_model(false),
+        "concurrency-support" => config.concurrency_support(false),
+        _ => unreachable!("HOST_FEATURES names only these"),
+    };
+}
+
+/// The other Cargo features of wasmtime 48, which change nothing a host
+/// checks in an artifact's engine section.
+const OTHER_FEATURES: &[&str] = &[
+    "addr2line",
+    "all-arch",
+    "anyhow",
+    "async",
+    "backtrace",
+    "cache",
+    "call-hook",
+    "compile-time-builtins",
+    "component-model-bytes",
+    "coredump",
+    "cranelift",
+    "custom-fiber",
+    "custom-native-signals",
+    "custom-sync-primitives",
+    "custom-virtual-memory",
+    "debug",
+    "debug-builtins",
+    "default",
+    "demangle",
+    "gc-copying",
+    "gc-drc",
+    "gc-null",
+    "incremental-cache",
+    "memory-protection-keys",
+    "parallel-compilation",
+    "pooling-allocator",
+    "profile-pulley",
+    "profiling",
+    "pulley",
+    "reexport-wasmparser",
+    "rr",
+    "runtime",
+    "signals-based-traps",
+    "stack-switching",
+    "std",
+    "trace-log",
+    "wat",
+    "winch",
+    "wit-parser",
+    "wmemcheck",
+];
 
 /// What an engine on this machine records: its target and every ISA setting,
 /// with the value detected here. `cwasm host --json` prints it; it is the
@@ -151,6 +246,7 @@ impl HostInfo {
         CpuProfile {
             target: self.target.clone(),
             flags: self.flags.clone(),
+            host_features: None,
         }
     }
 }
@@ -178,6 +274,7 @@ impl CpuProfile {
                 .flat_map(|group| group.iter())
                 .map(|f| (f.to_string(), "true".to_string()))
                 .collect(),
+            host_features: None,
         })
     }
 
@@ -220,6 +317,7 @@ impl CpuProfile {
         Ok(CpuProfile {
             target: first.target.clone(),
             flags,
+            host_features: None,
         })
     }
 
@@ -247,11 +345,14 @@ impl CpuProfile {
                 _engine_hash: String,
                 #[serde(default, rename = "version")]
                 _version: String,
+                #[serde(default)]
+                host_features: Option<Vec<String>>,
             }
             let either: Either = serde_json::from_str(text)?;
             Ok(CpuProfile {
                 target: either.target,
                 flags: either.flags,
+                host_features: either.host_features,
             })
         } else {
             Ok(toml::from_str(text)?)
@@ -274,7 +375,13 @@ impl CpuProfile {
     /// the engine compiles for exactly this profile on any machine. Loading
     /// its artifacts stays safe on a host that lacks one of the features:
     /// wasmtime refuses them there.
+    ///
+    /// With [`CpuProfile::host_features`], it also turns off what hosts
+    /// without each of those features refuse.
     pub fn apply(&self, config: &mut Config) -> Result<()> {
+        for option in self.turned_off()? {
+            turn_off(config, option);
+        }
         config
             .target(&self.target)
             .with_context(|| format!("profile target `{}`", self.target))?;
@@ -305,10 +412,42 @@ impl CpuProfile {
         Ok(Digest(engine.serialization_compatibility_hash()?))
     }
 
+    /// The `-W` options a host of [`CpuProfile::host_features`] needs off.
+    fn turned_off(&self) -> Result<Vec<&'static str>> {
+        let Some(features) = &self.host_features else {
+            return Ok(Vec::new());
+        };
+        let mut has: Vec<&str> = Vec::new();
+        for name in features {
+            if !HOST_FEATURES.iter().any(|(n, _)| n == name)
+                && !OTHER_FEATURES.contains(&name.as_str())
+            {
+                bail!("`{name}` in host_features is not a Cargo feature of wasmtime 48");
+            }
+            has.push(name);
+            for (feature, implied) in IMPLIED {
+                if feature == name {
+                    has.extend(implied.iter());
+                }
+            }
+        }
+        Ok(HOST_FEATURES
+            .iter()
+            .filter(|(name, _)| !has.contains(name))
+            .flat_map(|(_, options)| options.iter().copied())
+            .collect())
+    }
+
     /// The options of `wasmtime compile` (and `cwasm compile`) that select
-    /// this profile: `--target T -C cranelift-has-avx=true ...`.
+    /// this profile: `--target T -C cranelift-has-avx=true ...`
+    /// (and `-W gc-support=n ...` for its [`CpuProfile::host_features`]).
     pub fn cli_flags(&self) -> Vec<String> {
         let mut out = vec!["--target".to_string(), self.target.clone()];
+        // A profile whose host_features are invalid fails in `apply`.
+        for option in self.turned_off().unwrap_or_default() {
+            out.push("-W".to_string());
+            out.push(format!("{option}=n"));
+        }
         for (name, value) in &self.flags {
             out.push("-C".to_string());
             out.push(format!("cranelift-{}={value}", name.replace('_', "-")));
@@ -328,6 +467,7 @@ mod tests {
                 .iter()
                 .map(|(n, v)| (n.to_string(), v.to_string()))
                 .collect(),
+            host_features: None,
         }
     }
 

@@ -1,6 +1,8 @@
 //! The store's counters ([`Stats`]).
 
+use crate::digest::Digest;
 use serde::Serialize;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Counters of what the store did since it was opened.
@@ -22,6 +24,12 @@ pub struct Stats {
     /// Wasm files hashed by the `*_file` lookups (an unchanged file is
     /// hashed once, then its digest is remembered).
     pub files_hashed: u64,
+    /// Hits answered by another engine's artifact that this engine accepts
+    /// (a host without a compiler, or a CPU-feature subset); counted in
+    /// `hits` too.
+    pub reused: u64,
+    /// The engine whose artifact answered the latest of those hits.
+    pub last_reused_engine: Option<Digest>,
 }
 
 #[derive(Default)]
@@ -33,6 +41,8 @@ pub(crate) struct Counters {
     pub(crate) rejected: AtomicU64,
     pub(crate) store_errors: AtomicU64,
     pub(crate) files_hashed: AtomicU64,
+    pub(crate) reused: AtomicU64,
+    pub(crate) last_reused_engine: Mutex<Option<Digest>>,
 }
 
 pub(crate) fn bump(counter: &AtomicU64) {

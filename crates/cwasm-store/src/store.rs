@@ -7,22 +7,27 @@ use crate::admin::describe;
 use crate::backend::{Backend, LocalDir, ObjectStoreBackend};
 use crate::config::StoreConfig;
 use crate::digest::{Digest, Key};
-use crate::entry::{
-    DESCRIPTOR, Kind, Loaded, ReadFor, ZSTD_SUFFIX, ZSTD_WINDOW_LOG_MAX, is_artifact,
-};
+use crate::entry::{DESCRIPTOR, ReadFor, SECTION, ZSTD_SUFFIX, ZSTD_WINDOW_LOG_MAX, is_artifact};
+#[cfg(feature = "compile")]
+use crate::entry::{Kind, Loaded};
+#[cfg(feature = "compile")]
 use crate::flight::{ErrorChain, Flight, Landing};
+use crate::inspect::engine_section;
 use crate::remembered::{FileStamp, Remembered};
+use crate::reuse::Choices;
 use crate::sealed::Sealed;
 use crate::stats::{Counters, Stats, bump};
 use crate::tag;
+#[cfg(feature = "compile")]
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
-use wasmtime::component::Component;
 use wasmtime::error::Context;
-use wasmtime::{Engine, Module, Result, bail};
+use wasmtime::{Engine, Result, bail};
+#[cfg(feature = "compile")]
+use wasmtime::{Module, component::Component};
 
 /// A hit records its time of use (the entry's modification time, which
 /// eviction reads) only if the recorded one is older than this: a hot entry
@@ -38,10 +43,13 @@ pub struct ArtifactStore {
     pub(crate) remote: Option<Box<dyn Backend>>,
     pub(crate) config: StoreConfig,
     pub(crate) counters: Arc<Counters>,
+    #[cfg(feature = "compile")]
     pub(crate) inflight: Mutex<HashMap<Key, Arc<Flight>>>,
     /// Copies of remote hits being written into the local tier.
     copies: Mutex<Vec<std::thread::JoinHandle<()>>>,
     remembered: Remembered,
+    /// Which other engines' artifacts each engine accepts (`reuse.rs`).
+    pub(crate) choices: Choices,
 }
 
 impl std::fmt::Debug for ArtifactStore {
@@ -94,9 +102,11 @@ impl ArtifactStore {
             remote,
             config,
             counters: Arc::default(),
+            #[cfg(feature = "compile")]
             inflight: Mutex::new(HashMap::new()),
             copies: Mutex::new(Vec::new()),
             remembered: Remembered::default(),
+            choices: Choices::default(),
         })
     }
 
@@ -117,9 +127,15 @@ impl ArtifactStore {
             rejected: get(&c.rejected),
             store_errors: get(&c.store_errors),
             files_hashed: get(&c.files_hashed),
+            reused: get(&c.reused),
+            last_reused_engine: *c
+                .last_reused_engine
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
         }
     }
 
+    #[cfg(feature = "compile")]
     /// Loads the module `wasm` compiled by `engine` from the store, or
     /// compiles it and stores the artifact. Store failures never fail this
     /// call: they are logged, counted, and the module is compiled.
@@ -127,6 +143,7 @@ impl ArtifactStore {
         self.get_or_compile_module_with_digest(engine, wasm, Digest::of(wasm))
     }
 
+    #[cfg(feature = "compile")]
     /// Like [`ArtifactStore::get_or_compile_module`], with the wasm's digest
     /// supplied by the caller (say, an OCI layer digest) instead of computed.
     ///
@@ -154,6 +171,7 @@ impl ArtifactStore {
         .and_then(|loaded| loaded.into_module(engine))
     }
 
+    #[cfg(feature = "compile")]
     /// Like [`ArtifactStore::get_or_compile_module_with_digest`], but fails
     /// (before any lookup) if `wasm_digest` is not the SHA-256 of `wasm`:
     /// for digests from elsewhere that should be of these bytes, such as a
@@ -169,11 +187,13 @@ impl ArtifactStore {
         self.get_or_compile_module_with_digest(engine, wasm, wasm_digest)
     }
 
+    #[cfg(feature = "compile")]
     /// Like [`ArtifactStore::get_or_compile_module`], for components.
     pub fn get_or_compile_component(&self, engine: &Engine, wasm: &[u8]) -> Result<Component> {
         self.get_or_compile_component_with_digest(engine, wasm, Digest::of(wasm))
     }
 
+    #[cfg(feature = "compile")]
     /// Like [`ArtifactStore::get_or_compile_component`], with the wasm's
     /// digest supplied by the caller: trusted, not checked, as for
     /// [`ArtifactStore::get_or_compile_module_with_digest`] (whose
@@ -191,6 +211,7 @@ impl ArtifactStore {
         .and_then(|loaded| loaded.into_component(engine))
     }
 
+    #[cfg(feature = "compile")]
     /// Like [`ArtifactStore::get_or_compile_component_with_digest`], but
     /// fails if `wasm_digest` is not the SHA-256 of `wasm` (as
     /// [`ArtifactStore::get_or_compile_module_with_checked_digest`]).
@@ -204,6 +225,7 @@ impl ArtifactStore {
         self.get_or_compile_component_with_digest(engine, wasm, wasm_digest)
     }
 
+    #[cfg(feature = "compile")]
     /// Like [`ArtifactStore::get_or_compile_module`], for the wasm (or
     /// text) in the file at `path`. The file's digest is remembered by what
     /// `fstat` says of it (device, inode, size, modification and change
@@ -230,6 +252,7 @@ impl ArtifactStore {
             .into_module(engine)
     }
 
+    #[cfg(feature = "compile")]
     /// Like [`ArtifactStore::get_or_compile_module_file`], for components.
     pub fn get_or_compile_component_file(
         &self,
@@ -240,6 +263,7 @@ impl ArtifactStore {
             .into_component(engine)
     }
 
+    #[cfg(feature = "compile")]
     fn get_or_compile_file(&self, engine: &Engine, path: &Path, kind: Kind) -> Result<Loaded> {
         let (mut file, stamp) = open_stamped(path)?;
         if let Some(digest) = self.remembered.get(&stamp) {
@@ -307,6 +331,7 @@ impl ArtifactStore {
         Ok((digest, wasm))
     }
 
+    #[cfg(feature = "compile")]
     fn get_or_compile(
         &self,
         engine: &Engine,
@@ -353,6 +378,12 @@ impl ArtifactStore {
         };
         if let Some(loaded) = self.lookup(engine, key, kind)? {
             bump(&self.counters.hits);
+            landing.result = loaded.bytes().map(|b| Ok(Arc::from(b)));
+            return Ok(loaded);
+        }
+        if self.config.reuse_cpu_subsets
+            && let Some(loaded) = self.lookup_reused(engine, key.wasm, kind)?
+        {
             landing.result = loaded.bytes().map(|b| Ok(Arc::from(b)));
             return Ok(loaded);
         }
@@ -551,6 +582,11 @@ pub(crate) fn write_entry(
         let json = serde_json::to_vec_pretty(&descriptor)?;
         backend.write_new(&format!("{}/{DESCRIPTOR}", key.engine), &json)?;
     }
+    // The section hashes to the key's engine (checked by `put`), so it is
+    // what the prefix's name says.
+    if let Some(section) = engine_section(artifact) {
+        backend.write_new(&format!("{}/{SECTION}", key.engine), section)?;
+    }
     let packed;
     let (stored, path) = if compress {
         packed = zstd_compress(artifact, config.cache.baseline_compression_level())
@@ -574,6 +610,7 @@ pub(crate) fn write_entry(
     backend.write(&path, stored)
 }
 
+#[cfg(feature = "compile")]
 /// Fails unless `digest` is the SHA-256 of `wasm`.
 fn check_digest(wasm: &[u8], digest: Digest) -> Result<()> {
     let actual = Digest::of(wasm);
