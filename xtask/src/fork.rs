@@ -28,10 +28,16 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// A wasmtime release line the series is kept for.
+/// A registry package at one wasmtime release, with the series kept for it:
+/// a wasmtime release line, or the C API of one.
 pub struct Line {
     /// What `--line` takes, and the directory under `patches/`.
     pub name: &'static str,
+    /// The registry package the fork is made from.
+    pub package: &'static str,
+    /// Where upstream's repository keeps that package, which is where the
+    /// patches of `patches/<name>/` point.
+    pub upstream_dir: &'static str,
     /// The registry release the fork is made from, checksum pinned by
     /// `xtask/upstream/Cargo.lock`.
     pub version: &'static str,
@@ -56,15 +62,27 @@ pub struct Line {
 pub const LINES: &[Line] = &[
     Line {
         name: "48",
+        package: "wasmtime",
+        upstream_dir: "crates/wasmtime/",
         version: "48.0.8",
         fork_dir: "crates/wasmtime",
         workspace_pins: &[("sha2", "version = \"0.10.2\"\ndefault-features = false")],
     },
     Line {
         name: "36",
+        package: "wasmtime",
+        upstream_dir: "crates/wasmtime/",
         version: "36.0.20",
         fork_dir: "tests/lts36/wasmtime",
         // The 36 series declares `sha2` in place, as 36's crates do.
+        workspace_pins: &[],
+    },
+    Line {
+        name: "c-api-48",
+        package: "wasmtime-c-api-impl",
+        upstream_dir: "crates/c-api/",
+        version: "48.0.8",
+        fork_dir: "crates/wasmtime-c-api",
         workspace_pins: &[],
     },
 ];
@@ -136,8 +154,9 @@ pub fn fork(root: &Path, opts: &ForkOptions) -> Result<PathBuf> {
         match fork_state(&dest)? {
             ForkState::Current(recorded) if recorded == stamp => {
                 eprintln!(
-                    "fork at {} is up to date (wasmtime {} + {} patches)",
+                    "fork at {} is up to date ({} {} + {} patches)",
                     dest.display(),
+                    line.package,
                     line.version,
                     series.len()
                 );
@@ -186,7 +205,8 @@ pub fn fork(root: &Path, opts: &ForkOptions) -> Result<PathBuf> {
     fs::rename(&tmp, &dest)
         .with_context(|| format!("moving {} to {}", tmp.display(), dest.display()))?;
     eprintln!(
-        "forked wasmtime {} + {} patches into {}",
+        "forked {} {} + {} patches into {}",
+        line.package,
         line.version,
         series.len(),
         dest.display()
@@ -195,9 +215,10 @@ pub fn fork(root: &Path, opts: &ForkOptions) -> Result<PathBuf> {
 }
 
 /// The lines an embedder adds to use a fork at `dir`.
-pub fn patch_snippet(dir: &Path) -> String {
+pub fn patch_snippet(line: &Line, dir: &Path) -> String {
     format!(
-        "[patch.crates-io]\nwasmtime = {{ path = \"{}\" }}\n",
+        "[patch.crates-io]\n{} = {{ path = \"{}\" }}\n",
+        line.package,
         dir.display()
     )
 }
@@ -217,8 +238,8 @@ fn build_fork(
     fs::write(tmp.join(".git/info/exclude"), format!("/{STAMP_FILE}\n"))?;
     git(tmp, &["add", "--all"])?;
     let subject = format!(
-        "wasmtime {} from the package registry\n\nsha256 of the .crate: {}",
-        line.version, upstream.checksum
+        "{} {} from the package registry\n\nsha256 of the .crate: {}",
+        line.package, line.version, upstream.checksum
     );
     git(tmp, &["commit", "--quiet", "--no-verify", "-m", &subject])?;
     git(tmp, &["tag", BASE_TAG])?;
@@ -226,14 +247,17 @@ fn build_fork(
     let mbox_dir = tmp.join(".git/xtask-patches");
     fs::create_dir_all(&mbox_dir)?;
     for patch in series {
-        let text = patchfile::rewrite_paths(&patch.text, &patch.name, upstream_to_fork)?;
+        let text = patchfile::rewrite_paths(&patch.text, &patch.name, |p| {
+            upstream_to_fork(line.upstream_dir, p)
+        })?;
         let path = mbox_dir.join(&patch.name);
         fs::write(&path, text)?;
         if let Some(report) = git_am(tmp, &path)? {
             bail!(
-                "patch `patches/{}/{}` does not apply to wasmtime {}:\n{report}",
+                "patch `patches/{}/{}` does not apply to {} {}:\n{report}",
                 line.name,
                 patch.name,
+                line.package,
                 line.version,
             );
         }
@@ -336,7 +360,8 @@ pub fn export_patches(root: &Path, line: &Line) -> Result<()> {
     }
     for name in &names {
         let text = fs::read_to_string(tmp.join(name))?;
-        let text = patchfile::rewrite_paths(&text, name, fork_to_upstream)?;
+        let text =
+            patchfile::rewrite_paths(&text, name, |p| fork_to_upstream(line.upstream_dir, p))?;
         fs::write(patches_dir.join(name), text)?;
     }
     let mut series = String::from(SERIES_HEADER);
@@ -418,8 +443,8 @@ fn locate_upstream(root: &Path, line: &Line) -> Result<Upstream> {
         .as_array()
         .context("cargo metadata has no packages")?
         .iter()
-        .find(|p| p["name"] == "wasmtime" && p["version"] == version)
-        .with_context(|| format!("cargo metadata does not list wasmtime {version}"))?;
+        .find(|p| p["name"] == line.package && p["version"] == version)
+        .with_context(|| format!("cargo metadata does not list {} {version}", line.package))?;
     let manifest_path = package["manifest_path"]
         .as_str()
         .context("wasmtime package has no manifest path")?;
@@ -434,10 +459,15 @@ fn locate_upstream(root: &Path, line: &Line) -> Result<Upstream> {
         .as_array()
         .into_iter()
         .flatten()
-        .find(|p| p["name"].as_str() == Some("wasmtime") && p["version"].as_str() == Some(version))
+        .find(|p| {
+            p["name"].as_str() == Some(line.package) && p["version"].as_str() == Some(version)
+        })
         .and_then(|p| p.get("checksum")?.as_str())
         .with_context(|| {
-            format!("xtask/upstream/Cargo.lock pins no checksum for wasmtime {version}")
+            format!(
+                "xtask/upstream/Cargo.lock pins no checksum for {} {version}",
+                line.package
+            )
         })?
         .to_string();
     Ok(Upstream { dir, checksum })
@@ -454,7 +484,7 @@ fn host_triple() -> Result<String> {
 
 fn stamp_of(line: &Line, upstream: &Upstream, series: &[Patch]) -> String {
     let mut h = Sha256::new();
-    for part in [FORK_FORMAT, line.version, &upstream.checksum] {
+    for part in [FORK_FORMAT, line.package, line.version, &upstream.checksum] {
         h.update(part.as_bytes());
         h.update([0]);
     }

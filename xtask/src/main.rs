@@ -22,9 +22,11 @@ cargo xtask <command> [options]
 commands:
   fork [--line L] [--out DIR] [--force]
                                Materialise wasmtime with patches/L/ applied: line 48
-                               (the default: wasmtime 48.0.8, into crates/wasmtime) or
+                               (the default: wasmtime 48.0.8, into crates/wasmtime),
                                36 (the LTS line: wasmtime 36.0.20, into
-                               tests/lts36/wasmtime). With --out, write it to DIR and
+                               tests/lts36/wasmtime), or c-api-48 (wasmtime's C API,
+                               wasmtime-c-api-impl 48.0.8, into crates/wasmtime-c-api).
+                               With --out, write it to DIR and
                                print the [patch.crates-io] lines for an embedder.
                                --force discards local changes in an existing fork.
   export-patches [--line L]    Regenerate patches/L/ (and its series) from the commits
@@ -72,7 +74,10 @@ fn dispatch(args: &[String]) -> Result<()> {
             while let Some(arg) = it.next() {
                 match arg.as_str() {
                     "--line" => {
-                        line = fork::line(it.next().context("`--line` needs a line: 48 or 36")?)?
+                        line = fork::line(
+                            it.next()
+                                .context("`--line` needs a line: 48, 36 or c-api-48")?,
+                        )?
                     }
                     "--out" => {
                         let dir = it.next().context("`--out` needs a directory")?;
@@ -87,7 +92,7 @@ fn dispatch(args: &[String]) -> Result<()> {
             if opts.out.is_some() {
                 println!(
                     "\nAdd this to your workspace's Cargo.toml:\n\n{}",
-                    fork::patch_snippet(&dest)
+                    fork::patch_snippet(line, &dest)
                 );
             }
             Ok(())

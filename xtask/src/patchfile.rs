@@ -12,18 +12,22 @@
 
 use anyhow::{Context, Result, bail};
 
-/// Where upstream keeps the crate the fork is made of.
-pub const UPSTREAM_DIR: &str = "crates/wasmtime/";
+/// Where upstream keeps the `wasmtime` crate; other packages are elsewhere
+/// (`Line::upstream_dir`).
+#[cfg(test)]
+const UPSTREAM_DIR: &str = "crates/wasmtime/";
 /// Upstream's manifest as the registry package stores it.
 const ORIG_MANIFEST: &str = "Cargo.toml.orig";
 
 /// Maps an upstream path (`crates/wasmtime/src/lib.rs`) to the fork's layout
 /// (`src/lib.rs`, with `Cargo.toml` as `Cargo.toml.orig`).
-pub fn upstream_to_fork(path: &str) -> Result<String> {
-    let Some(rel) = path.strip_prefix(UPSTREAM_DIR) else {
+/// `upstream_dir` is where upstream keeps the package the fork is made of
+/// (`crates/wasmtime/`).
+pub fn upstream_to_fork(upstream_dir: &str, path: &str) -> Result<String> {
+    let Some(rel) = path.strip_prefix(upstream_dir) else {
         bail!(
-            "`{path}` is outside `{UPSTREAM_DIR}`: the fork is the wasmtime crate only, \
-             so a patch for it may only touch files under `{UPSTREAM_DIR}`"
+            "`{path}` is outside `{upstream_dir}`: the fork is that one crate only, \
+             so a patch for it may only touch files under `{upstream_dir}`"
         );
     };
     Ok(if rel == "Cargo.toml" {
@@ -34,7 +38,7 @@ pub fn upstream_to_fork(path: &str) -> Result<String> {
 }
 
 /// The inverse of [`upstream_to_fork`].
-pub fn fork_to_upstream(path: &str) -> Result<String> {
+pub fn fork_to_upstream(upstream_dir: &str, path: &str) -> Result<String> {
     if path == "Cargo.toml" {
         bail!(
             "a commit in the fork changes the normalized `Cargo.toml`; change upstream's \
@@ -46,7 +50,7 @@ pub fn fork_to_upstream(path: &str) -> Result<String> {
     } else {
         path
     };
-    Ok(format!("{UPSTREAM_DIR}{rel}"))
+    Ok(format!("{upstream_dir}{rel}"))
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -261,7 +265,7 @@ index 3333333..4444444 100644
 
     #[test]
     fn round_trips_between_layouts() {
-        let fork = rewrite_paths(UPSTREAM, "t", upstream_to_fork).unwrap();
+        let fork = rewrite_paths(UPSTREAM, "t", |p| upstream_to_fork(UPSTREAM_DIR, p)).unwrap();
         assert!(fork.contains("diff --git a/Cargo.toml.orig b/Cargo.toml.orig\n"));
         assert!(fork.contains("--- a/src/x.rs\n+++ b/src/x.rs\n"));
         // Hunk content that looks like a header is content, not a header.
@@ -271,14 +275,17 @@ index 3333333..4444444 100644
         // The diffstat is re-padded to the longest name.
         assert!(fork.contains("\n Cargo.toml.orig | 1 +\n src/x.rs        | 3 ++-\n"));
 
-        let back = rewrite_paths(&fork, "t", fork_to_upstream).unwrap();
+        let back = rewrite_paths(&fork, "t", |p| fork_to_upstream(UPSTREAM_DIR, p)).unwrap();
         assert_eq!(back, UPSTREAM);
     }
 
     #[test]
     fn rejects_paths_outside_the_crate() {
         let other = UPSTREAM.replace("crates/wasmtime/src/x.rs", "crates/environ/src/x.rs");
-        let err = rewrite_paths(&other, "0001-x.patch", upstream_to_fork).unwrap_err();
+        let err = rewrite_paths(&other, "0001-x.patch", |p| {
+            upstream_to_fork(UPSTREAM_DIR, p)
+        })
+        .unwrap_err();
         let msg = format!("{err:#}");
         assert!(msg.contains("0001-x.patch"), "{msg}");
         assert!(msg.contains("crates/environ/src/x.rs"), "{msg}");
@@ -287,15 +294,15 @@ index 3333333..4444444 100644
     #[test]
     fn rejects_truncated_patches() {
         let cut = &UPSTREAM[..UPSTREAM.find("+new").unwrap()];
-        let err = rewrite_paths(cut, "t", upstream_to_fork).unwrap_err();
+        let err = rewrite_paths(cut, "t", |p| upstream_to_fork(UPSTREAM_DIR, p)).unwrap_err();
         assert!(format!("{err:#}").contains("truncated"));
     }
 
     #[test]
     fn refuses_edits_to_the_normalized_manifest() {
-        assert!(fork_to_upstream("Cargo.toml").is_err());
+        assert!(fork_to_upstream(UPSTREAM_DIR, "Cargo.toml").is_err());
         assert_eq!(
-            fork_to_upstream("Cargo.toml.orig").unwrap(),
+            fork_to_upstream(UPSTREAM_DIR, "Cargo.toml.orig").unwrap(),
             "crates/wasmtime/Cargo.toml"
         );
     }

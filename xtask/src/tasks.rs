@@ -18,10 +18,17 @@ fn ensure_fork(root: &Path, line: &'static Line) -> Result<()> {
     .map(drop)
 }
 
+/// The forks the root workspace's `[patch.crates-io]` names: cargo cannot
+/// read the workspace without them, whatever it builds.
+pub(crate) fn ensure_workspace_forks(root: &Path) -> Result<()> {
+    ensure_fork(root, fork::default_line())?;
+    ensure_fork(root, fork::line("c-api-48")?)
+}
+
 /// The main job: show this host's compatibility hash, and the same hash read
 /// back from an artifact precompiled and stored by the `cwasm` tool.
 pub fn run_main_job(root: &Path) -> Result<()> {
-    ensure_fork(root, fork::default_line())?;
+    ensure_workspace_forks(root)?;
     run(cargo()
         .current_dir(root)
         .args(["run", "--locked", "--quiet", "--bin", "cwasm", "--", "demo"]))
@@ -51,10 +58,14 @@ pub fn skip_upstream_failures(cmd: &mut Command) {
 /// The integration tests of the workspace's own packages: every `tests/*.rs`
 /// of the root package and of the crates under `crates/` (the fork excepted).
 fn integration_tests(root: &Path) -> Result<Vec<String>> {
-    let mut dirs = vec![root.join("tests")];
+    let mut dirs = vec![root.join("tests"), root.join("tests/c-api/tests")];
     for entry in std::fs::read_dir(root.join("crates"))? {
         let path = entry?.path();
-        if path.is_dir() && !path.ends_with("wasmtime") {
+        // The generated forks (`wasmtime`, `wasmtime-c-api`) are upstream's.
+        let fork = path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("wasmtime"));
+        if path.is_dir() && !fork {
             dirs.push(path.join("tests"));
         }
     }
@@ -89,9 +100,81 @@ fn build_pristine_oracle(root: &Path) -> Result<PathBuf> {
     Ok(root.join("target/debug").join(PRISTINE_ORACLE))
 }
 
+/// The crates that make a wasmtime able to compile: none of them may be in
+/// the runtime-only host's dependency tree.
+const COMPILERS: &[&str] = &[
+    "cranelift-codegen",
+    "wasmtime-cranelift",
+    "wasmtime-winch",
+    "winch-codegen",
+];
+
+/// Builds the runtime-only example host (examples/runtime-only) on its own,
+/// so that its wasmtime has only the features it asks for, checks that no
+/// compiler is among its dependencies, and returns a copy of the binary
+/// (which the workspace-wide build that follows would otherwise replace
+/// with one built with the workspace's features).
+fn build_runtime_host(root: &Path) -> Result<PathBuf> {
+    const HOST: &str = "cwasm-runtime-host";
+    let tree = crate::output(cargo().current_dir(root).args([
+        "tree", "--locked", "-p", HOST, "-e", "normal", "--prefix", "none",
+    ]))?;
+    for line in tree.lines() {
+        if let Some(compiler) = COMPILERS
+            .iter()
+            .find(|c| line.starts_with(&format!("{c} ")))
+        {
+            bail!("{HOST} depends on {compiler}: its wasmtime can compile");
+        }
+    }
+    run(cargo()
+        .current_dir(root)
+        .args(["build", "--locked", "--quiet", "-p", HOST]))
+    .context("building the runtime-only host")?;
+    let dir = root.join("target/runtime-only");
+    std::fs::create_dir_all(&dir)?;
+    let copy = dir.join(HOST);
+    std::fs::copy(root.join("target/debug").join(HOST), &copy)?;
+    Ok(copy)
+}
+
+/// `cmake` on this process's `PATH` (so every cargo command below finds
+/// it): `wasmtime-c-api-impl`'s build script runs it to install the C
+/// headers. The system's if it has one, else one installed from the Python
+/// package registry into `target/tools-venv` on first use.
+fn provide_cmake(root: &Path) -> Result<()> {
+    if Command::new("cmake").arg("--version").output().is_ok() {
+        return Ok(());
+    }
+    let venv = root.join("target/tools-venv");
+    let bin = venv.join("bin");
+    if !bin.join("cmake").exists() {
+        run(Command::new("python3").arg("-m").arg("venv").arg(&venv))
+            .context("creating a Python virtual environment for cmake (needs python3)")?;
+        run(Command::new(bin.join("pip")).args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            CMAKE,
+        ]))
+        .context("installing cmake from the Python package registry")?;
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs = vec![bin];
+    dirs.extend(std::env::split_paths(&path));
+    // SAFETY: xtask is single-threaded here; no other thread reads the
+    // environment.
+    unsafe { std::env::set_var("PATH", std::env::join_paths(dirs)?) };
+    Ok(())
+}
+
+/// The cmake the C API's build script gets where the system has none.
+const CMAKE: &str = "cmake==3.31.6";
+
 /// Every test, in one target directory with one feature set for wasmtime.
 pub fn test(root: &Path) -> Result<()> {
-    ensure_fork(root, fork::default_line())?;
+    ensure_workspace_forks(root)?;
+    provide_cmake(root)?;
     // Formatting: our crates, xtask, and the files the series touches in the
     // fork (upstream keeps wasmtime rustfmt-clean, and so do we).
     run(cargo().current_dir(root).args(["fmt", "--all", "--check"]))?;
@@ -140,10 +223,13 @@ pub fn test(root: &Path) -> Result<()> {
         "--bin",
         "cwasm-oracle",
     ]))?;
+    let runtime_host = build_runtime_host(root)?;
     let s3 = S3Server::start(root)?;
     let mut cmd = cargo();
     cmd.current_dir(root)
         .envs(s3.env())
+        .env("CWASM_RUNTIME_HOST", &runtime_host)
+        .env("CWASM_REQUIRE_RUNTIME_HOST", "1")
         .env("CWASM_PRISTINE_ORACLE", &oracle)
         .env("CWASM_FORK_ORACLE", root.join("target/debug/cwasm-oracle"))
         .env("CWASM_REQUIRE_PRISTINE", "1")
