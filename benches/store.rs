@@ -34,6 +34,7 @@ fn keyed(dir: &Path) -> ArtifactStore {
 }
 
 fn bench(c: &mut Criterion) {
+    choose(c);
     let engine = Engine::default();
     let wasm = wat::parse_str(common::hit_module()).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -181,6 +182,65 @@ fn bench(c: &mut Criterion) {
         cold(false),
     );
     g.bench_function("cold local tier: get_or_compile_module", cold(true));
+    g.finish();
+}
+
+/// Choosing among 16 stored engines for one wasm, as a host that cannot
+/// compute its key does (`ArtifactStore::engine_verdicts`): list the
+/// prefixes, read each engine's section (never an artifact), and ask
+/// wasmtime about each. A fresh store each time, so nothing is remembered.
+fn choose(c: &mut Criterion) {
+    use wasmtime::OptLevel;
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = b"(module (func (export \"answer\") (result i32) i32.const 42))";
+    let mut engines = Vec::new();
+    for preset in ["x86-64-v1", "x86-64-v2", "x86-64-v3", "x86-64-v4"] {
+        for variant in 0..4 {
+            let mut config = cwasm_store::CpuProfile::preset(preset)
+                .unwrap()
+                .config()
+                .unwrap();
+            match variant {
+                0 => {}
+                1 => drop(config.cranelift_opt_level(OptLevel::None)),
+                2 => drop(config.consume_fuel(true)),
+                _ => drop(config.epoch_interruption(true)),
+            }
+            let engine = Engine::new(&config).unwrap();
+            let farm = ArtifactStore::new(
+                Some(LocalDir::new(dir.path()).unwrap()),
+                None,
+                StoreConfig {
+                    reuse_cpu_subsets: false,
+                    ..StoreConfig::default()
+                },
+            )
+            .unwrap();
+            farm.get_or_compile_module(&engine, wasm).unwrap();
+            engines.push(engine);
+        }
+    }
+    let host = Engine::default();
+    let verdicts = ArtifactStore::open(dir.path())
+        .unwrap()
+        .engine_verdicts(&host)
+        .unwrap();
+    assert_eq!(verdicts.len(), 16);
+    let mut g = c.benchmark_group("choose engine");
+    g.bench_function("16 stored engines, nothing remembered", |b| {
+        b.iter_batched(
+            || ArtifactStore::open(dir.path()).unwrap(),
+            |store| black_box(store.engine_verdicts(&host).unwrap()),
+            BatchSize::SmallInput,
+        )
+    });
+    // A process's later lookups: the verdicts are remembered, the store is
+    // listed again (it may have new engines).
+    let warm = ArtifactStore::open(dir.path()).unwrap();
+    warm.engine_verdicts(&host).unwrap();
+    g.bench_function("16 stored engines, verdicts remembered", |b| {
+        b.iter(|| black_box(warm.engine_verdicts(&host).unwrap()))
+    });
     g.finish();
 }
 

@@ -26,6 +26,7 @@ const REPEATS: usize = 2;
 
 pub fn bench(root: &Path, quick: bool) -> Result<()> {
     let mut summary = String::new();
+    crate::tasks::ensure_workspace_forks(root)?;
     ensure_valgrind()?;
     let pair = Pair::prepare(root)?;
     writeln!(summary, "{}", pair.check()?)?;
@@ -79,6 +80,7 @@ pub fn bench(root: &Path, quick: bool) -> Result<()> {
         ("hit-file", 1, 5),
         ("hit-keyed", 1, 5),
         ("hit-keyed-digest", 1, 5),
+        ("hit-subset-digest", 1, 5),
         ("wasmtime-cache-hit", 1, 5),
     ] {
         counts.insert(op, per_op(&store_counts, &[op, &dir], lo, hi)?);
@@ -94,7 +96,7 @@ pub fn bench(root: &Path, quick: bool) -> Result<()> {
     )?;
     let floor = &counts["deserialize-file"];
     let unkeyed = &counts["hit"];
-    let rows: [(&str, &Estimate, String); 12] = [
+    let rows: [(&str, &Estimate, String); 13] = [
         (
             "hash, cold (first call on a fresh engine)",
             &cold,
@@ -143,6 +145,14 @@ pub fn bench(root: &Path, quick: bool) -> Result<()> {
             format!(
                 "{} × unkeyed, digest supplied",
                 counts["hit-keyed-digest"].ratio(&counts["hit-digest"])
+            ),
+        ),
+        (
+            "hit, another engine's artifact (CPU subset), digest supplied",
+            &counts["hit-subset-digest"],
+            format!(
+                "{} × unkeyed, digest supplied (target: ≈ 1)",
+                counts["hit-subset-digest"].ratio(&counts["hit-digest"])
             ),
         ),
         (
@@ -726,6 +736,20 @@ fn wall_clock_ratios(home: &Path) -> Result<String> {
             "≥ 3 both: {}",
             verdict(wasmtime / unkeyed >= 3.0 && wasmtime / keyed >= 3.0)
         ),
+    )?;
+    let choose = get("choose engine/16 stored engines, nothing remembered")?;
+    let choose_warm = get("choose engine/16 stored engines, verdicts remembered")?;
+    row(
+        "choosing among 16 stored engines, a process's first lookup (lists, reads 16 sections, 16 checks)",
+        choose,
+        format!("{:.1} µs", choose / 1e3),
+        format!("≤ 50 µs: {}", verdict(choose <= 50e3)),
+    )?;
+    row(
+        "choosing among 16 stored engines, later lookups (lists; verdicts remembered)",
+        choose_warm,
+        format!("{:.1} µs", choose_warm / 1e3),
+        format!("≤ 50 µs: {}", verdict(choose_warm <= 50e3)),
     )?;
     if let (Ok(get_raw), Ok(cold), Ok(cold_hash)) = (
         get("remote hit/raw object GET"),
