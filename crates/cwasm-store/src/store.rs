@@ -345,6 +345,13 @@ impl ArtifactStore {
             bump(&self.counters.hits);
             return Ok(loaded);
         }
+        // Another engine's artifact this one may reuse (src/reuse.rs): its
+        // own, for fewer CPU features. A hit is counted there.
+        if self.config.reuse_cpu_subsets
+            && let Some(loaded) = self.lookup_reused(engine, key.wasm, kind)?
+        {
+            return Ok(loaded);
+        }
         // Single flight: one compile per key in this process. The first
         // caller (the leader) compiles and stores; the others wait for its
         // result, artifact or error, and do not compile again.
@@ -378,12 +385,6 @@ impl ArtifactStore {
         };
         if let Some(loaded) = self.lookup(engine, key, kind)? {
             bump(&self.counters.hits);
-            landing.result = loaded.bytes().map(|b| Ok(Arc::from(b)));
-            return Ok(loaded);
-        }
-        if self.config.reuse_cpu_subsets
-            && let Some(loaded) = self.lookup_reused(engine, key.wasm, kind)?
-        {
             landing.result = loaded.bytes().map(|b| Ok(Arc::from(b)));
             return Ok(loaded);
         }
