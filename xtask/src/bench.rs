@@ -190,7 +190,11 @@ pub fn bench(root: &Path, quick: bool) -> Result<()> {
     let s3 = S3Server::start(root)?;
     for bench in ["store", "hash", "reader", "sha256", "baseline"] {
         let mut cmd = cargo();
+        // Errors capture a backtrace when RUST_BACKTRACE is set, which
+        // costs tens of microseconds each; hosts seldom set it, and the
+        // engine choice builds one error per refused engine.
         cmd.current_dir(root)
+            .env_remove("RUST_BACKTRACE")
             .env("CRITERION_HOME", &criterion_home)
             .envs(s3.env())
             .args(["bench", "--locked", "-p", "cwasm-benches", "--bench", bench])

@@ -793,9 +793,13 @@ fn fd_path(file: &std::fs::File) -> Option<std::path::PathBuf> {
 /// The engine hash a top-level name stands for, if it is a prefix (layout
 /// 1: exactly 64 lowercase hex digits).
 pub(crate) fn prefix_engine(name: &str) -> Option<Digest> {
-    name.parse::<Digest>()
-        .ok()
-        .filter(|engine| engine.to_string() == name)
+    let lowercase = name
+        .bytes()
+        .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c));
+    if !lowercase {
+        return None;
+    }
+    name.parse::<Digest>().ok()
 }
 
 pub(crate) fn is_artifact(path: &str) -> bool {
@@ -861,5 +865,16 @@ mod tests {
         assert!(!is_artifact(&format!("{}/{DESCRIPTOR}", key.engine)));
         assert!(!is_artifact(&format!("{}/{SECTION}", key.engine)));
         assert!(!is_artifact(&format!("{}/{TMP_PREFIX}0123", key.engine)));
+        let engine = Digest([0xab; 32]);
+        let prefix = engine.to_string();
+        assert_eq!(prefix_engine(&prefix), Some(engine));
+        for other in [
+            prefix.to_uppercase(),
+            prefix[1..].to_string(),
+            format!("{prefix}0"),
+            format!("+{}", &prefix[1..]),
+        ] {
+            assert_eq!(prefix_engine(&other), None, "{other}");
+        }
     }
 }

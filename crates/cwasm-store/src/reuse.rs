@@ -281,17 +281,19 @@ impl ArtifactStore {
                 cpu_subset: false,
             };
         };
-        let theirs = SectionParts::of(&section);
-        let verdict = match engine.check_compatible_engine_section(&section) {
-            Ok(()) => Verdict::Accepted {
-                cpu_features: theirs.as_ref().map_or(0, |p| p.isa_on.len()),
-            },
-            Err(e) => Verdict::Refused(format!("{e:#}")),
+        // Only a section wasmtime accepts is taken apart (for its CPU
+        // features, and to compare it with this engine's own).
+        let (verdict, theirs) = match engine.check_compatible_engine_section(&section) {
+            Ok(()) => {
+                let theirs = SectionParts::of(&section);
+                let cpu_features = theirs.as_ref().map_or(0, |p| p.isa_on.len());
+                (Verdict::Accepted { cpu_features }, theirs)
+            }
+            Err(e) => (Verdict::Refused(format!("{e:#}")), None),
         };
         self.choices.with(engine, |e| {
-            let own = e.own.as_deref().and_then(SectionParts::of);
-            let cpu_subset = match (&theirs, &own) {
-                (Some(theirs), Some(own)) => theirs.is_cpu_subset_of(own),
+            let cpu_subset = match (&theirs, e.own.as_deref().and_then(SectionParts::of)) {
+                (Some(theirs), Some(own)) => theirs.is_cpu_subset_of(&own),
                 _ => false,
             };
             let judged = Judged {
