@@ -149,15 +149,7 @@ fn provide_cmake(root: &Path) -> Result<()> {
     let venv = root.join("target/tools-venv");
     let bin = venv.join("bin");
     if !bin.join("cmake").exists() {
-        run(Command::new("python3").arg("-m").arg("venv").arg(&venv))
-            .context("creating a Python virtual environment for cmake (needs python3)")?;
-        run(Command::new(bin.join("pip")).args([
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            CMAKE,
-        ]))
-        .context("installing cmake from the Python package registry")?;
+        pip_install(&venv, CMAKE)?;
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     let mut dirs = vec![bin];
@@ -166,6 +158,21 @@ fn provide_cmake(root: &Path) -> Result<()> {
     // environment.
     unsafe { std::env::set_var("PATH", std::env::join_paths(dirs)?) };
     Ok(())
+}
+
+/// Installs `package` from the Python package registry into the virtual
+/// environment `venv`, made first.
+fn pip_install(venv: &Path, package: &str) -> Result<()> {
+    run(Command::new("python3").arg("-m").arg("venv").arg(venv)).with_context(|| {
+        format!("creating a Python virtual environment for {package} (needs python3)")
+    })?;
+    run(Command::new(venv.join("bin/pip")).args([
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        package,
+    ]))
+    .with_context(|| format!("installing {package} from the Python package registry"))
 }
 
 /// The cmake the C API's build script gets where the system has none.
@@ -403,15 +410,7 @@ impl S3Server {
         let venv = root.join("target/moto-venv");
         let server = venv.join("bin/moto_server");
         if !server.exists() {
-            run(Command::new("python3").arg("-m").arg("venv").arg(&venv))
-                .context("creating a Python virtual environment for moto (needs python3)")?;
-            run(Command::new(venv.join("bin/pip")).args([
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                MOTO,
-            ]))
-            .context("installing moto from the Python package registry")?;
+            pip_install(&venv, MOTO)?;
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?

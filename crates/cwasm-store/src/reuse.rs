@@ -69,11 +69,16 @@ pub(crate) struct Choices {
 
 struct PerEngine {
     engine: EngineWeak,
-    /// The section this engine writes, if it can compile.
-    own: Option<Vec<u8>>,
+    /// The section this engine writes, if it can compile, and its hash.
+    own: Option<(Vec<u8>, Digest)>,
     verdicts: HashMap<Digest, Judged>,
+    /// The engine that served each wasm digest; at most [`MAX_CHOICES`].
     chosen: HashMap<Digest, Digest>,
 }
+
+/// How many choices are remembered per engine (about 64 bytes each); the
+/// memory starts over when full.
+const MAX_CHOICES: usize = 4096;
 
 /// What an engine makes of a stored engine.
 #[derive(Clone)]
@@ -98,7 +103,10 @@ impl Choices {
             None => {
                 engines.push(PerEngine {
                     engine: engine.weak(),
-                    own: own_section(engine),
+                    own: own_section(engine).map(|s| {
+                        let hash = Digest::of(&s);
+                        (s, hash)
+                    }),
                     verdicts: HashMap::new(),
                     chosen: HashMap::new(),
                 });
@@ -161,10 +169,7 @@ impl ArtifactStore {
     }
 
     fn load(&self, engine: &Engine, wasm: Digest, kind: Kind) -> Result<Option<Loaded>> {
-        if let Some(own) = self
-            .choices
-            .with(engine, |e| e.own.as_deref().map(Digest::of))
-        {
+        if let Some(own) = self.choices.with(engine, |e| e.own.as_ref().map(|o| o.1)) {
             let key = Key { engine: own, wasm };
             if let Some(loaded) = self.lookup(engine, &key, kind)? {
                 bump(&self.counters.hits);
@@ -187,21 +192,10 @@ impl ArtifactStore {
         kind: Kind,
     ) -> Result<Option<Loaded>> {
         let (own, chosen) = self.choices.with(engine, |e| {
-            (
-                e.own.as_deref().map(Digest::of),
-                e.chosen.get(&wasm).copied(),
-            )
+            (e.own.as_ref().map(|o| o.1), e.chosen.get(&wasm).copied())
         });
         if let Some(stored) = chosen {
-            if let Some(loaded) = self.lookup(
-                engine,
-                &Key {
-                    engine: stored,
-                    wasm,
-                },
-                kind,
-            )? {
-                self.served(stored);
+            if let Some(loaded) = self.lookup_served(engine, stored, wasm, kind)? {
                 return Ok(Some(loaded));
             }
             self.choices.with(engine, |e| e.chosen.remove(&wasm));
@@ -225,20 +219,37 @@ impl ArtifactStore {
         // Most CPU features first; then by hash, so that hosts agree.
         candidates.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         for (_, stored) in candidates {
-            if let Some(loaded) = self.lookup(
-                engine,
-                &Key {
-                    engine: stored,
-                    wasm,
-                },
-                kind,
-            )? {
-                self.choices.with(engine, |e| e.chosen.insert(wasm, stored));
-                self.served(stored);
+            if let Some(loaded) = self.lookup_served(engine, stored, wasm, kind)? {
+                self.choices.with(engine, |e| {
+                    if e.chosen.len() >= MAX_CHOICES {
+                        e.chosen.clear();
+                    }
+                    e.chosen.insert(wasm, stored)
+                });
                 return Ok(Some(loaded));
             }
         }
         Ok(None)
+    }
+
+    /// The ordinary lookup of `wasm` under `stored`'s key; a hit is counted
+    /// as served by `stored`.
+    fn lookup_served(
+        &self,
+        engine: &Engine,
+        stored: Digest,
+        wasm: Digest,
+        kind: Kind,
+    ) -> Result<Option<Loaded>> {
+        let key = Key {
+            engine: stored,
+            wasm,
+        };
+        let found = self.lookup(engine, &key, kind)?;
+        if found.is_some() {
+            self.served(stored);
+        }
+        Ok(found)
     }
 
     fn served(&self, stored: Digest) {
@@ -292,7 +303,8 @@ impl ArtifactStore {
             Err(e) => (Verdict::Refused(format!("{e:#}")), None),
         };
         self.choices.with(engine, |e| {
-            let cpu_subset = match (&theirs, e.own.as_deref().and_then(SectionParts::of)) {
+            let own = e.own.as_ref().and_then(|o| SectionParts::of(&o.0));
+            let cpu_subset = match (&theirs, own) {
                 (Some(theirs), Some(own)) => theirs.is_cpu_subset_of(&own),
                 _ => false,
             };

@@ -42,8 +42,14 @@ fn v2_host() -> Engine {
     Engine::new(&config).unwrap()
 }
 
+/// Whether this machine has AVX2, which the tests of a wider host need
+/// (and, if not, says that the test is skipped).
 fn has_avx2() -> bool {
-    std::arch::is_x86_feature_detected!("avx2")
+    let has = std::arch::is_x86_feature_detected!("avx2");
+    if !has {
+        eprintln!("skipped: this machine has no AVX2");
+    }
+    has
 }
 
 fn open(root: &Path, config: StoreConfig) -> ArtifactStore {
@@ -75,7 +81,6 @@ fn compile_into(root: &Path, engine: &Engine, wasm: &[u8], config: StoreConfig) 
 #[test]
 fn a_host_with_more_cpu_features_loads_a_subset_artifact_without_compiling() {
     if !has_avx2() {
-        eprintln!("skipped: this machine has no AVX2");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -110,7 +115,6 @@ fn a_host_with_more_cpu_features_loads_a_subset_artifact_without_compiling() {
 #[test]
 fn a_host_with_fewer_cpu_features_never_loads_the_artifact() {
     if !has_avx2() {
-        eprintln!("skipped: this machine has no AVX2");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -145,7 +149,6 @@ fn a_host_with_fewer_cpu_features_never_loads_the_artifact() {
 #[test]
 fn the_artifact_with_the_most_cpu_features_is_chosen() {
     if !has_avx2() {
-        eprintln!("skipped: this machine has no AVX2");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -204,7 +207,6 @@ fn a_compiling_host_reuses_only_its_own_engine_with_fewer_cpu_features() {
 #[test]
 fn reuse_can_be_turned_off() {
     if !has_avx2() {
-        eprintln!("skipped: this machine has no AVX2");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -232,7 +234,6 @@ fn reuse_can_be_turned_off() {
 #[test]
 fn a_section_that_is_not_its_prefixs_is_ignored() {
     if !has_avx2() {
-        eprintln!("skipped: this machine has no AVX2");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -280,7 +281,6 @@ fn a_section_that_is_not_its_prefixs_is_ignored() {
 #[test]
 fn a_keyed_store_verifies_reused_artifacts() {
     if !has_avx2() {
-        eprintln!("skipped: this machine has no AVX2");
         return;
     }
     let secret = b"the fleet's key, sixteen bytes or more".to_vec();

@@ -345,3 +345,45 @@ fn write_new_keeps_the_first_object() -> Result<()> {
     );
     Ok(())
 }
+
+/// Reuse across CPU features through an object store: the engines are
+/// listed with one delimited LIST, their sections read with bounded GETs,
+/// and the artifact is checked like any remote hit (here compressed and
+/// tagged).
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn a_wider_host_reuses_a_subset_artifact_from_s3() -> Result<()> {
+    let Some(url) = s3_url() else { return Ok(()) };
+    if !std::arch::is_x86_feature_detected!("avx2") {
+        eprintln!("skipped: this machine has no AVX2");
+        return Ok(());
+    }
+    let config = StoreConfig {
+        compress_remote: true,
+        hmac_key: Some(b"fleet key, 32 bytes long, ok!!!".to_vec()),
+        ..StoreConfig::default()
+    };
+    let v2 = Engine::new(&cwasm_store::CpuProfile::preset("x86-64-v2")?.config()?)?;
+    let farm = ArtifactStore::new(
+        None,
+        Some(remote(&url)),
+        StoreConfig {
+            reuse_cpu_subsets: false,
+            ..config.clone()
+        },
+    )?;
+    farm.get_or_compile_module(&v2, &wasm(21))?;
+
+    let dir = tempfile::tempdir()?;
+    let host = ArtifactStore::new(Some(LocalDir::new(dir.path())?), Some(remote(&url)), config)?;
+    let native = Engine::default();
+    let module = host.get_or_compile_module(&native, &wasm(21))?;
+    assert_eq!(call(&native, &module), 21);
+    let stats = host.stats();
+    assert_eq!((stats.compiles, stats.reused), (0, 1), "{stats:?}");
+    assert_eq!(
+        stats.last_reused_engine,
+        Some(Digest(v2.serialization_compatibility_hash()?))
+    );
+    Ok(())
+}
