@@ -7,6 +7,7 @@ use crate::entry::{
     DESCRIPTOR, GC_STAMP, ReadFor, SECTION, TAG_SUFFIX, ZSTD_SUFFIX, is_artifact, key_of,
     prefix_engine,
 };
+use crate::eviction::{Candidate, Limits, victims};
 use crate::stats::bump;
 use crate::store::ArtifactStore;
 use serde::{Deserialize, Serialize};
@@ -252,46 +253,33 @@ impl ArtifactStore {
             .iter()
             .filter_map(|l| Some((l.path.strip_suffix(TAG_SUFFIX)?, l.size)))
             .collect();
-        let mut artifacts: Vec<(&Listed, u64)> = listed
+        let artifacts: Vec<&Listed> = listed.iter().filter(|l| is_artifact(&l.path)).collect();
+        let candidates: Vec<Candidate> = artifacts
             .iter()
-            .filter(|l| is_artifact(&l.path))
-            .map(|l| {
-                (
-                    l,
-                    l.size
-                        .saturating_add(tag_sizes.get(l.path.as_str()).copied().unwrap_or(0)),
-                )
+            .map(|l| Candidate {
+                size: l
+                    .size
+                    .saturating_add(tag_sizes.get(l.path.as_str()).copied().unwrap_or(0)),
+                last_used: l.last_used,
             })
             .collect();
-        let c = &self.config.cache;
-        report.entries_before = artifacts.len() as u64;
-        // Sums saturate: sizes come from listings others can plant in.
-        report.bytes_before = artifacts
-            .iter()
-            .fold(temporary_bytes, |sum, (_, size)| sum.saturating_add(*size));
+        let chosen = victims(
+            &candidates,
+            temporary_bytes,
+            &Limits::of(&self.config.cache),
+        );
+        report.entries_before = chosen.count_before;
+        report.bytes_before = chosen.bytes_before;
         if let Some(local) = &self.local
             && !dry_run
         {
             report.empty_prefixes = local.remove_empty_prefixes()? as u64;
         }
-        if report.entries_before <= c.file_count_soft_limit()
-            && report.bytes_before <= c.files_total_size_soft_limit()
-        {
+        if !chosen.over {
             return Ok(report);
         }
-        let count_target = c
-            .file_count_soft_limit()
-            .saturating_mul(u64::from(c.file_count_limit_percent_if_deleting()))
-            / 100;
-        let size_target = ((u128::from(c.files_total_size_soft_limit())
-            * u128::from(c.files_total_size_limit_percent_if_deleting()))
-            / 100) as u64;
-        artifacts.sort_by_key(|(l, _)| l.last_used);
-        let (mut count, mut bytes) = (report.entries_before, report.bytes_before);
-        for (listed, size) in artifacts {
-            if count <= count_target && bytes <= size_target {
-                break;
-            }
+        for i in chosen.chosen {
+            let listed = artifacts[i];
             let Some(key) = key_of(&listed.path) else {
                 continue;
             };
@@ -300,9 +288,7 @@ impl ArtifactStore {
                 primary.delete(&key.tag_path_for(listed.path.ends_with(ZSTD_SUFFIX)))?;
                 bump(&self.counters.evictions);
             }
-            count = count.saturating_sub(1);
-            bytes = bytes.saturating_sub(size);
-            report.bytes_freed = report.bytes_freed.saturating_add(size);
+            report.bytes_freed = report.bytes_freed.saturating_add(candidates[i].size);
             report.deleted.push(key);
         }
         tracing::info!(

@@ -64,6 +64,7 @@ mod backend;
 mod config;
 mod digest;
 mod entry;
+mod eviction;
 #[cfg(feature = "compile")]
 mod flight;
 mod fsops;
