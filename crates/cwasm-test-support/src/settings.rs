@@ -6,7 +6,8 @@
 //! an unclassified setter), and against what wasmtime does (for every
 //! variant: the compatibility hash, upstream's
 //! `precompile_compatibility_hash`, and the artifacts of the probes).
-//! docs/compatibility.md is this table in prose.
+//! docs/compatibility.md's table is [`compatibility_table`], checked by this
+//! module's unit test.
 
 #![allow(
     deprecated,
@@ -358,4 +359,59 @@ pub fn file_name(label: &str) -> String {
             }
         })
         .collect()
+}
+
+/// The table of docs/compatibility.md, made from [`settings`]: one row per
+/// setter, its class, and the values the oracle tries (or why none).
+pub fn compatibility_table() -> String {
+    let mut out = String::from(
+        "| `Config::` setter | class | values the oracle tried (or why none) |\n|---|---|---|\n",
+    );
+    for setting in settings() {
+        let tried = if setting.variants.is_empty() {
+            setting.reason.to_string()
+        } else {
+            let values: Vec<String> = setting
+                .variants
+                .iter()
+                .map(|v| {
+                    let value = v
+                        .label
+                        .split_once('=')
+                        .map_or(&*v.label, |(_, value)| value);
+                    format!("`{value}`")
+                })
+                .collect();
+            values.join(", ")
+        };
+        out.push_str(&format!(
+            "| `{}` | {:?} | {tried} |\n",
+            setting.name, setting.class
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    /// docs/compatibility.md's table is [`super::compatibility_table`]: the
+    /// doc cannot miss a setter, or give one another class than the oracle
+    /// checks.
+    #[test]
+    fn the_documented_table_is_the_oracles() {
+        let doc = include_str!("../../../docs/compatibility.md");
+        let start = doc
+            .find("| `Config::` setter |")
+            .expect("docs/compatibility.md has the table");
+        let table: String = doc[start..]
+            .lines()
+            .take_while(|l| l.starts_with('|'))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let expected = super::compatibility_table();
+        assert!(
+            table == expected,
+            "docs/compatibility.md's table is not settings()'s; replace it with:\n\n{expected}"
+        );
+    }
 }
