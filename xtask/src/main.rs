@@ -165,13 +165,33 @@ fn project_root() -> Result<PathBuf> {
 /// Runs `cmd`, echoing it first, and fails with the command line if it fails.
 fn run(cmd: &mut Command) -> Result<()> {
     eprintln!("$ {}", display(cmd));
+    let started = std::time::Instant::now();
     let status = cmd
         .status()
         .with_context(|| format!("failed to start `{}`", display(cmd)))?;
+    // The time of each step, for the per-stage table of a CI run.
+    eprintln!(
+        "[xtask] {:.1} s: {}",
+        started.elapsed().as_secs_f64(),
+        short(cmd)
+    );
     if !status.success() {
         bail!("`{}` failed with {status}", display(cmd));
     }
     Ok(())
+}
+
+/// `cmd`'s program and first few arguments, for the timing lines.
+fn short(cmd: &Command) -> String {
+    let program = Path::new(cmd.get_program())
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let args: Vec<String> = cmd
+        .get_args()
+        .take(5)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    format!("{program} {}", args.join(" "))
 }
 
 /// Runs `cmd` quietly and returns its standard output; on failure the error
