@@ -52,7 +52,8 @@ pub struct StoreConfig {
     /// store holds one (the one with the most features), instead of
     /// compiling: a host with AVX2 uses a fleet's `x86-64-v2` artifacts.
     /// wasmtime still checks that this host has every feature the artifact
-    /// uses. On by default; see `ArtifactStore::load_module`.
+    /// uses. On by default; it governs `ArtifactStore::load_module` on a
+    /// compiling engine too (an engine without a compiler always reuses).
     pub reuse_cpu_subsets: bool,
 }
 

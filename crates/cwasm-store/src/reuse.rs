@@ -169,14 +169,20 @@ impl ArtifactStore {
     }
 
     fn load(&self, engine: &Engine, wasm: Digest, kind: Kind) -> Result<Option<Loaded>> {
-        if let Some(own) = self.choices.with(engine, |e| e.own.as_ref().map(|o| o.1)) {
+        let own = self.choices.with(engine, |e| e.own.as_ref().map(|o| o.1));
+        if let Some(own) = own {
             let key = Key { engine: own, wasm };
             if let Some(loaded) = self.lookup(engine, &key, kind)? {
                 bump(&self.counters.hits);
                 return Ok(Some(loaded));
             }
         }
-        let found = self.lookup_reused(engine, wasm, kind)?;
+        // A compiling engine reuses only if the configuration lets it.
+        let found = if own.is_none() || self.config.reuse_cpu_subsets {
+            self.lookup_reused(engine, wasm, kind)?
+        } else {
+            None
+        };
         if found.is_none() {
             bump(&self.counters.misses);
         }

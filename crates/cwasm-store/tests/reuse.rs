@@ -223,6 +223,9 @@ fn reuse_can_be_turned_off() {
             ..StoreConfig::default()
         },
     );
+    // Off means off for `load_module` too.
+    let lookup = host.load_module(&Engine::default(), Digest::of(&wasm(11)));
+    assert!(lookup.unwrap().is_none());
     host.get_or_compile_module(&Engine::default(), &wasm(11))
         .unwrap();
     assert_eq!((host.stats().compiles, host.stats().reused), (1, 0));
