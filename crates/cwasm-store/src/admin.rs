@@ -1,17 +1,19 @@
 //! What operators do with a store: list, verify, retire generations, and
 //! evict (`gc`, with wasmtime's `[cache]` limits).
 
+use crate::attest::{self, Producer};
 use crate::backend::{Backend, Fetched, Listed, LocalDir};
 use crate::digest::{Digest, Key};
 use crate::entry::{
-    DESCRIPTOR, GC_STAMP, ReadFor, SECTION, TAG_SUFFIX, ZSTD_SUFFIX, is_artifact, key_of,
-    prefix_engine,
+    DESCRIPTOR, GC_STAMP, ReadFor, SECTION, STATEMENT_SUFFIX, TAG_SUFFIX, ZSTD_SUFFIX, is_artifact,
+    key_of, prefix_engine,
 };
 use crate::eviction::{Candidate, Limits, victims};
 use crate::stats::bump;
 use crate::store::ArtifactStore;
+use crate::store::remove_entry;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use wasmtime::Result;
 
@@ -65,6 +67,9 @@ pub struct EngineSummary {
     pub bytes: u64,
     /// The prefix's descriptor, if it has a readable one.
     pub descriptor: Option<EngineDescriptor>,
+    /// How many of its entries each producer made (the wasmtime version
+    /// their statements name; `unknown` for entries without one).
+    pub producers: BTreeMap<String, u64>,
 }
 
 /// What a garbage collection did.
@@ -78,8 +83,8 @@ pub struct GcReport {
     pub deleted: Vec<Key>,
     /// Bytes freed (or that would be).
     pub bytes_freed: u64,
-    /// Tags without an artifact, older than an hour, deleted (or that would
-    /// be).
+    /// Tags and statements without an artifact, older than an hour,
+    /// deleted (or that would be).
     pub orphan_tags: u64,
     /// Empty engine prefixes removed (local tier).
     pub empty_prefixes: u64,
@@ -114,10 +119,17 @@ impl ArtifactStore {
                 entries: 0,
                 bytes: 0,
                 descriptor: None,
+                producers: BTreeMap::new(),
             });
             summary.bytes = summary.bytes.saturating_add(listed.size);
             if is_artifact(&listed.path) {
                 summary.entries += 1;
+            }
+        }
+        for (key, producer) in self.producers_in(primary)? {
+            if let Some(summary) = by_engine.get_mut(&key.engine) {
+                let version = producer.map_or_else(|| "unknown".into(), |p| p.wasmtime);
+                *summary.producers.entry(version).or_default() += 1;
             }
         }
         for summary in by_engine.values_mut() {
@@ -147,9 +159,72 @@ impl ArtifactStore {
         Ok(deleted)
     }
 
+    /// Every entry of `backend` with the producer its statement names
+    /// (unverified: for listings), or `None` without a readable one.
+    fn producers_in(&self, backend: &dyn Backend) -> Result<Vec<(Key, Option<Producer>)>> {
+        let listed = backend.list("")?;
+        let statements: HashSet<&str> = listed
+            .iter()
+            .filter_map(|l| l.path.strip_suffix(STATEMENT_SUFFIX))
+            .collect();
+        let mut keys: Vec<Key> = listed.iter().filter_map(|l| key_of(&l.path)).collect();
+        keys.dedup();
+        Ok(keys
+            .into_iter()
+            .map(|key| {
+                let producer = statements
+                    .contains(key.artifact_path().as_str())
+                    .then(|| backend.read_limited(&key.statement_path(), attest::MAX_LEN))
+                    .and_then(|read| match read {
+                        Ok(Fetched::Bytes(envelope)) => attest::claimed_producer(&envelope),
+                        _ => None,
+                    });
+                (key, producer)
+            })
+            .collect())
+    }
+
+    /// Every entry of the primary tier with its producer, as its statement
+    /// names it (not verified: see [`ArtifactStore::verify`]), or `None`
+    /// if it has no readable statement (written before statements were).
+    pub fn producers(&self) -> Result<Vec<(Key, Option<Producer>)>> {
+        self.producers_in(self.primary())
+    }
+
+    /// Deletes, from every tier, the entries whose statement names a
+    /// producer whose wasmtime version matches `requirement` (`<48.0.8`):
+    /// the artifacts of a release found to miscompile. Entries without a
+    /// statement are not matched (their producer is unknown; a store with
+    /// [`StoreConfig::refused_producers`](crate::StoreConfig) refuses
+    /// them at load). Returns the keys deleted (or that would be, with
+    /// `dry_run`).
+    pub fn remove_produced_by(
+        &self,
+        requirement: &semver::VersionReq,
+        dry_run: bool,
+    ) -> Result<Vec<Key>> {
+        let mut removed = Vec::new();
+        for backend in self.backends() {
+            for (key, producer) in self.producers_in(backend)? {
+                if !producer.is_some_and(|p| p.matches(requirement)) {
+                    continue;
+                }
+                if !dry_run {
+                    remove_entry(backend, &key)?;
+                    bump(&self.counters.evictions);
+                }
+                if !removed.contains(&key) {
+                    removed.push(key);
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// Checks every entry of the primary tier: engine stamp against key and,
-    /// with a key configured, the tag. Returns the bad entries with the
-    /// reason; deletes nothing.
+    /// with a key configured, the tag; with trusted keys or refused
+    /// producers, the statement. Returns the bad entries with the reason;
+    /// deletes nothing.
     pub fn verify(&self) -> Result<Vec<(Key, String)>> {
         let primary = self.primary();
         let mut bad = Vec::new();
@@ -178,7 +253,10 @@ impl ArtifactStore {
             .into_iter()
             .map(|l| l.path)
             .filter(|path| {
-                let entry = path.strip_suffix(TAG_SUFFIX).unwrap_or(path);
+                let entry = path
+                    .strip_suffix(TAG_SUFFIX)
+                    .or_else(|| path.strip_suffix(STATEMENT_SUFFIX))
+                    .unwrap_or(path);
                 let prefix_file = |name: &str| {
                     path.strip_suffix(&format!("/{name}"))
                         .is_some_and(|prefix| prefix_engine(prefix).is_some())
@@ -240,8 +318,12 @@ impl ArtifactStore {
                 && (artifact.ends_with(ZSTD_SUFFIX)
                     || !stored.contains(format!("{artifact}{ZSTD_SUFFIX}").as_str()))
         };
+        // A statement is one for both forms.
         for tag in listed.iter().filter(|l| {
-            l.path.strip_suffix(TAG_SUFFIX).is_some_and(orphan)
+            (l.path.strip_suffix(TAG_SUFFIX).is_some_and(orphan)
+                || l.path
+                    .strip_suffix(STATEMENT_SUFFIX)
+                    .is_some_and(|raw| !raw.ends_with(ZSTD_SUFFIX) && orphan(raw)))
                 && l.last_used.elapsed().unwrap_or(Duration::ZERO) > ORPHAN_AGE
         }) {
             if !dry_run {
@@ -284,8 +366,18 @@ impl ArtifactStore {
                 continue;
             };
             if !dry_run {
+                let compressed = listed.path.ends_with(ZSTD_SUFFIX);
                 primary.delete(&listed.path)?;
-                primary.delete(&key.tag_path_for(listed.path.ends_with(ZSTD_SUFFIX)))?;
+                primary.delete(&key.tag_path_for(compressed))?;
+                // The statement goes with the last form of the entry.
+                let other = format!(
+                    "{}{}",
+                    key.artifact_path(),
+                    if compressed { "" } else { ZSTD_SUFFIX }
+                );
+                if !stored.contains(other.as_str()) {
+                    primary.delete(&key.statement_path())?;
+                }
                 bump(&self.counters.evictions);
             }
             report.bytes_freed = report.bytes_freed.saturating_add(candidates[i].size);

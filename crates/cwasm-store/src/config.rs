@@ -10,6 +10,7 @@
 //! remote objects). The others are accepted and checked by wasmtime, and
 //! unused: there is no background worker here.
 
+use crate::attest::{Producer, SigningKey, TrustedKey};
 use std::path::{Path, PathBuf};
 use wasmtime::error::Context;
 use wasmtime::{CacheConfig, Result, bail};
@@ -55,6 +56,30 @@ pub struct StoreConfig {
     /// uses. On by default; it governs `ArtifactStore::load_module` on a
     /// compiling engine too (an engine without a compiler always reuses).
     pub reuse_cpu_subsets: bool,
+    /// The build farm's key: the statement of every entry this store
+    /// writes (layout 10 in `entry.rs`, `attest.rs`) is signed with it.
+    /// Its public half is trusted too when [`StoreConfig::trusted_keys`]
+    /// are set.
+    pub signing_key: Option<SigningKey>,
+    /// With keys here, a hit loads only an artifact whose statement is
+    /// signed by one of them and vouches for this very lookup: its wasm
+    /// digest, engine hash and bytes (checked in sealed memory, as a keyed
+    /// store checks its tags). Anything else is a miss that leaves the entry
+    /// in place (other hosts may trust other keys), counted in
+    /// [`Stats::refused`](crate::Stats::refused). A store with keys and no
+    /// [`StoreConfig::signing_key`] writes nothing: it could not sign what
+    /// it compiled, so no host (itself included) would load it.
+    pub trusted_keys: Vec<TrustedKey>,
+    /// Producers whose artifacts are not loaded: an entry whose statement
+    /// names a wasmtime version matching one of these (`<48.0.8`, after a
+    /// patch release fixes a miscompilation), or that has no statement to
+    /// tell, is a miss that compiles again (and, where this store writes,
+    /// replaces it). Unsigned statements are believed as written: set
+    /// [`StoreConfig::trusted_keys`] too where writers are not trusted.
+    pub refused_producers: Vec<semver::VersionReq>,
+    /// What this store records as the producer of what it writes; defaults
+    /// to [`Producer::current`]. `cwasm compile` adds the CPU profile.
+    pub producer: Producer,
 }
 
 impl std::fmt::Debug for StoreConfig {
@@ -70,6 +95,10 @@ impl std::fmt::Debug for StoreConfig {
             .field("compress_remote", &self.compress_remote)
             .field("max_artifact_size", &self.max_artifact_size)
             .field("reuse_cpu_subsets", &self.reuse_cpu_subsets)
+            .field("signing_key", &self.signing_key)
+            .field("trusted_keys", &self.trusted_keys)
+            .field("refused_producers", &self.refused_producers)
+            .field("producer", &self.producer)
             .finish()
     }
 }
@@ -83,6 +112,10 @@ impl Default for StoreConfig {
             compress_remote: false,
             max_artifact_size: StoreConfig::DEFAULT_MAX_ARTIFACT_SIZE,
             reuse_cpu_subsets: true,
+            signing_key: None,
+            trusted_keys: Vec::new(),
+            refused_producers: Vec::new(),
+            producer: Producer::current(),
         }
     }
 }
@@ -92,6 +125,30 @@ impl StoreConfig {
     pub const DEFAULT_MAX_ARTIFACT_SIZE: u64 = 1 << 30;
     /// HMAC keys shorter than this (128 bits) are refused.
     pub const MIN_HMAC_KEY_LEN: usize = 16;
+
+    /// Whether lookups read and check each entry's statement.
+    pub(crate) fn checks_statements(&self) -> bool {
+        !self.trusted_keys.is_empty() || !self.refused_producers.is_empty()
+    }
+
+    /// The keys whose signatures a lookup accepts: the trusted keys and,
+    /// when there are any, the store's own signing key.
+    pub(crate) fn trust(&self) -> Vec<TrustedKey> {
+        let mut trust = self.trusted_keys.clone();
+        if let Some(own) = &self.signing_key
+            && !trust.is_empty()
+            && !trust.contains(own.public_key())
+        {
+            trust.push(own.public_key().clone());
+        }
+        trust
+    }
+
+    /// Whether this store writes entries: not when it verifies signatures
+    /// it cannot make.
+    pub(crate) fn writes(&self) -> bool {
+        self.trusted_keys.is_empty() || self.signing_key.is_some()
+    }
 
     /// Reads a wasmtime cache configuration file with wasmtime's own
     /// [`CacheConfig::from_file`], and returns the store configuration it

@@ -1,6 +1,6 @@
 //! The store's key: two SHA-256 digests.
 
-use crate::entry::{ARTIFACT_SUFFIX, TAG_SUFFIX, ZSTD_SUFFIX};
+use crate::entry::{ARTIFACT_SUFFIX, STATEMENT_SUFFIX, TAG_SUFFIX, ZSTD_SUFFIX};
 use std::fmt;
 use std::str::FromStr;
 #[cfg(feature = "compile")]
@@ -107,6 +107,12 @@ impl Key {
         } else {
             self.tag_path()
         }
+    }
+
+    /// The path of the entry's statement (`<wasm-hex>.cwasm.intoto.json`),
+    /// one for both forms of the entry.
+    pub fn statement_path(&self) -> String {
+        format!("{}{STATEMENT_SUFFIX}", self.artifact_path())
     }
 
     /// Parses `<engine-hex>/<wasm-hex>.cwasm`, in the canonical form the

@@ -70,6 +70,14 @@
 //!    a reader hashes it and ignores it if it does not match. With it, a
 //!    host can ask wasmtime whether it would load the prefix's artifacts
 //!    without reading one (`reuse.rs`).
+//! 10. `<engine-hex>/<wasm-hex>.cwasm.intoto.json` ([`STATEMENT_SUFFIX`]):
+//!    the entry's statement (`attest.rs`): a DSSE envelope holding an
+//!    in-toto statement of the artifact's digests, wasm digest, engine
+//!    hash, producer, target and time, signed by the writer's signing key
+//!    if it had one. Written before the artifact (after its tag), copied
+//!    verbatim with a remote hit into the local tier, one per key (for both
+//!    forms: its digests are the raw artifact's). `gc` deletes one older
+//!    than an hour whose artifact is missing.
 //!
 //! Anything else is not the store's: lookups never read it, and `verify`'s
 //! caller is told of the files under prefixes (`ArtifactStore::strays`).
@@ -81,10 +89,16 @@
 //! 1. The object is a regular file (no symlink followed, no FIFO, opened
 //!    without blocking) or a remote object, of at most `max_artifact_size`
 //!    bytes. A larger one is a miss; a non-file is rejected.
-//! 2. With a key, the object is copied (a local file) or streamed (a remote
+//! 2. With a key, signatures or a producer policy, the object is copied (a local file) or streamed (a remote
 //!    object) into sealed memory, and its tag (5) verifies over that
 //!    memory, before anything else reads it (decompression, the stamp).
 //!    Remote objects go to sealed memory with or without a key.
+//!    With trusted keys, the statement (10) must be signed by one of them,
+//!    for this key, and for these bytes (its digest, over the sealed
+//!    memory, after decompression); with refused producers, the producer it
+//!    names must not be refused. A statement that fails is a *refusal*: a
+//!    miss that deletes nothing, since other hosts may trust other keys or
+//!    producers.
 //! 3. A compressed object (4) inflates, into sealed memory, to at most
 //!    `max_artifact_size`.
 //! 4. The artifact's own engine section hashes to the key's engine hash
@@ -110,6 +124,7 @@
 //! object or its tag (I/O, network), or a lack of memory for the sealed
 //! copy: a miss, counted as a store error.
 
+use crate::attest;
 use crate::backend::{Backend, Fetched, LocalDir, Streamed};
 use crate::digest::{Digest, Key};
 use crate::fsops::{FileId, Opened};
@@ -133,6 +148,8 @@ pub(crate) const ARTIFACT_SUFFIX: &str = ".cwasm";
 pub(crate) const ZSTD_SUFFIX: &str = ".zst";
 /// Layout 5: the suffix of a tag (after layout 3's).
 pub(crate) const TAG_SUFFIX: &str = ".hmac";
+/// Layout 10: the suffix of an entry's statement (after layout 3's).
+pub(crate) const STATEMENT_SUFFIX: &str = ".intoto.json";
 /// Layout 6: the start of a temporary file's name.
 pub(crate) const TMP_PREFIX: &str = ".tmp-";
 /// Layout 7: the time eviction last ran.
@@ -153,6 +170,9 @@ pub(crate) enum Kind {
 pub(crate) struct Rejected {
     pub(crate) reason: String,
     pub(crate) checked: Checked,
+    /// Refused by this store's policy (signatures, producers) rather than
+    /// proven bad: counted and logged, not deleted.
+    pub(crate) kept: bool,
 }
 
 /// What a check read.
@@ -216,8 +236,8 @@ impl ArtifactStore {
         let Some(remote) = self.remote.as_deref() else {
             return Ok(None);
         };
-        let (sealed, path) = match self.read_remote(remote, key) {
-            Ok(Some((sealed, path))) => (Arc::new(sealed), path),
+        let (sealed, path, statement) = match self.read_remote(remote, key) {
+            Ok(Some(hit)) => (Arc::new(hit.artifact), hit.path, hit.statement),
             Ok(None) => return Ok(None),
             Err(rejected) => {
                 self.reject(remote, key, &rejected);
@@ -229,7 +249,7 @@ impl ArtifactStore {
         // tier's copy is written from it, off the hit path.
         match Loaded(State::Sealed(sealed.clone())).probe(engine, kind) {
             Ok(loaded) => {
-                self.copy_to_local(key, sealed);
+                self.copy_to_local(key, sealed, statement);
                 Ok(Some(loaded))
             }
             Err(e) => {
@@ -257,7 +277,15 @@ impl ArtifactStore {
             bump(&self.counters.store_errors);
             tracing::warn!(store = %backend.describe(), engine = %key.engine, wasm = %key.wasm, reason, "this host cannot load the stored artifact now; compiling instead, leaving it in place");
         } else {
-            self.reject(backend, key, &Rejected { reason, checked });
+            self.reject(
+                backend,
+                key,
+                &Rejected {
+                    reason,
+                    checked,
+                    kept: false,
+                },
+            );
         }
     }
 
@@ -283,6 +311,7 @@ impl ArtifactStore {
                 return Err(Rejected {
                     reason: what,
                     checked: Checked::Local(None),
+                    kept: false,
                 });
             }
             Ok(Opened::TooLarge(len)) => {
@@ -300,8 +329,12 @@ impl ArtifactStore {
         let rejected = |reason| Rejected {
             reason,
             checked: Checked::Local(Some(id)),
+            kept: false,
         };
-        if purpose == ReadFor::Load && self.config.hmac_key.is_none() {
+        if purpose == ReadFor::Load
+            && self.config.hmac_key.is_none()
+            && !self.config.checks_statements()
+        {
             return match with_mapping(&file, len, Engine::detect_serialization_compatibility_hash) {
                 Err(e) => {
                     self.store_error("store read failed; treating as a miss", &e.into());
@@ -335,6 +368,17 @@ impl ArtifactStore {
         {
             return Ok(None);
         }
+        match self.check_statement(local, key, sealed.bytes()) {
+            Ok(Some(_)) => {}
+            Ok(None) => return Ok(None),
+            Err(reason) => {
+                return Err(Rejected {
+                    reason,
+                    checked: Checked::Local(Some(id)),
+                    kept: true,
+                });
+            }
+        }
         check_stamp(
             key,
             Engine::detect_serialization_compatibility_hash(sealed.bytes()),
@@ -356,7 +400,7 @@ impl ArtifactStore {
         &self,
         remote: &dyn Backend,
         key: &Key,
-    ) -> Result<Option<(Sealed, String)>, Rejected> {
+    ) -> Result<Option<RemoteHit>, Rejected> {
         let limit = self.config.max_artifact_size;
         let raw_path = key.artifact_path();
         let zst_path = format!("{raw_path}{ZSTD_SUFFIX}");
@@ -373,6 +417,7 @@ impl ArtifactStore {
             let rejected = |reason| Rejected {
                 reason,
                 checked: Checked::Remote(path.clone()),
+                kept: false,
             };
             let mut writer = match Sealed::writer(0) {
                 Ok(writer) => writer,
@@ -433,12 +478,27 @@ impl ArtifactStore {
             } else {
                 stored
             };
+            let statement = match self.check_statement(remote, key, artifact.bytes()) {
+                Ok(Some(statement)) => statement,
+                Ok(None) => return Ok(None),
+                Err(reason) => {
+                    return Err(Rejected {
+                        reason,
+                        checked: Checked::Remote(path.clone()),
+                        kept: true,
+                    });
+                }
+            };
             check_stamp(
                 key,
                 Engine::detect_serialization_compatibility_hash(artifact.bytes()),
             )
             .map_err(rejected)?;
-            return Ok(Some((artifact, path.clone())));
+            return Ok(Some(RemoteHit {
+                artifact,
+                path: path.clone(),
+                statement,
+            }));
         }
         Ok(None)
     }
@@ -481,6 +541,52 @@ impl ArtifactStore {
         }
     }
 
+    /// With trusted keys or refused producers, reads `key`'s statement from
+    /// `backend` and checks it against `artifact` (the checked, sealed
+    /// bytes): `Ok(Some(envelope))` if it passes (`Some(None)` without a
+    /// policy: nothing read), `Ok(None)` if it cannot be read now (a miss),
+    /// and the reason to refuse the entry otherwise.
+    fn check_statement(
+        &self,
+        backend: &dyn Backend,
+        key: &Key,
+        artifact: &[u8],
+    ) -> Result<Option<Option<Vec<u8>>>, String> {
+        if !self.config.checks_statements() {
+            return Ok(Some(None));
+        }
+        let envelope = match backend.read_limited(&key.statement_path(), attest::MAX_LEN) {
+            Ok(Fetched::Bytes(envelope)) => envelope,
+            Ok(Fetched::Missing) => return Err("it has no statement".into()),
+            Ok(Fetched::TooLarge(_) | Fetched::NotAnObject(_)) => {
+                return Err("its statement is not a statement".into());
+            }
+            Err(e) => {
+                self.store_error("could not read a statement; treating as a miss", &e);
+                return Ok(None);
+            }
+        };
+        let vouched = attest::check(&envelope, &self.trust, key, artifact)?;
+        if let Some(refused) = self
+            .config
+            .refused_producers
+            .iter()
+            .find(|r| vouched.producer.matches(r))
+        {
+            return Err(format!(
+                "it was produced by {}, which matches the refused {refused}",
+                vouched.producer
+            ));
+        }
+        if !self.config.refused_producers.is_empty() && vouched.producer.version().is_none() {
+            return Err(format!(
+                "its producer's version {:?} is not a version",
+                vouched.producer.wasmtime
+            ));
+        }
+        Ok(Some(Some(envelope)))
+    }
+
     /// A backend failure: counted and logged, and the lookup goes on as a
     /// miss (nothing is deleted).
     pub(crate) fn store_error(&self, what: &'static str, error: &wasmtime::Error) {
@@ -494,8 +600,13 @@ impl ArtifactStore {
     /// read (not the other form's), and the tag with it. Counted and
     /// logged.
     pub(crate) fn reject(&self, backend: &dyn Backend, key: &Key, rejected: &Rejected) {
-        bump(&self.counters.rejected);
         let reason = &rejected.reason;
+        if rejected.kept {
+            bump(&self.counters.refused);
+            tracing::warn!(store = %backend.describe(), engine = %key.engine, wasm = %key.wasm, reason, "refused a stored artifact; leaving it in place");
+            return;
+        }
+        bump(&self.counters.rejected);
         tracing::warn!(store = %backend.describe(), engine = %key.engine, wasm = %key.wasm, reason, "rejected a stored artifact; evicting it");
         let (deleted, compressed) = match (&rejected.checked, &self.local) {
             (Checked::Local(id), Some(local)) => {
@@ -519,6 +630,16 @@ impl ArtifactStore {
             tracing::warn!(error = %format!("{e:#}"), "could not evict a rejected artifact");
         }
     }
+}
+
+/// A remote object that passed every check.
+pub(crate) struct RemoteHit {
+    /// The artifact, in sealed memory.
+    pub(crate) artifact: Sealed,
+    /// The object it came from (raw or compressed).
+    pub(crate) path: String,
+    /// Its statement, if it was read (it is copied with the hit).
+    pub(crate) statement: Option<Vec<u8>>,
 }
 
 /// An artifact on its way to wasmtime: checked (an open file or sealed

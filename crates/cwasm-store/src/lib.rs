@@ -60,6 +60,7 @@
 //! [`Engine::detect_serialization_compatibility_hash`]: wasmtime::Engine::detect_serialization_compatibility_hash
 
 mod admin;
+mod attest;
 mod backend;
 mod config;
 mod digest;
@@ -79,6 +80,10 @@ mod store;
 mod tag;
 
 pub use admin::{EngineDescriptor, EngineSummary, Entry, GcReport};
+pub use attest::{
+    PAYLOAD_TYPE, PREDICATE_TYPE, Producer, Provenance, STATEMENT_TYPE, SigningKey, TrustedKey,
+    read_statement,
+};
 pub use backend::{
     Backend, Fetched, Listed, LocalDir, ObjectStoreBackend, RemoteOptions, Streamed, shown_location,
 };
@@ -88,6 +93,8 @@ pub use inspect::{ArtifactInfo, FlagSetting, inspect};
 #[cfg(feature = "compile")]
 pub use profile::{CpuProfile, HostInfo};
 pub use reuse::Verdict;
+/// The version requirements of [`StoreConfig::refused_producers`].
+pub use semver;
 pub use stats::Stats;
 pub use store::ArtifactStore;
 /// wasmtime's own `[cache]` settings, which [`StoreConfig::cache`] holds.

@@ -19,6 +19,10 @@ pub struct Stats {
     /// Entries refused (wrong engine stamp, bad or missing HMAC tag,
     /// unreadable, or refused by wasmtime) and deleted.
     pub rejected: u64,
+    /// Entries refused by this store's policy and left in place, as other
+    /// hosts may accept them: a statement not signed by a trusted key, or
+    /// not for this lookup, or naming a refused producer (or none).
+    pub refused: u64,
     /// Backend operations that failed (and were worked around).
     pub store_errors: u64,
     /// Wasm files hashed by the `*_file` lookups (an unchanged file is
@@ -39,6 +43,7 @@ pub(crate) struct Counters {
     pub(crate) compiles: AtomicU64,
     pub(crate) evictions: AtomicU64,
     pub(crate) rejected: AtomicU64,
+    pub(crate) refused: AtomicU64,
     pub(crate) store_errors: AtomicU64,
     pub(crate) files_hashed: AtomicU64,
     pub(crate) reused: AtomicU64,

@@ -4,6 +4,8 @@
 //! `admin.rs`.
 
 use crate::admin::describe;
+use crate::attest::{self, TrustedKey};
+use crate::backend::Fetched;
 use crate::backend::{Backend, LocalDir, ObjectStoreBackend};
 use crate::config::StoreConfig;
 use crate::digest::{Digest, Key};
@@ -40,7 +42,7 @@ const TOUCH_INTERVAL: Duration = Duration::from_secs(60);
 /// read is checked before it reaches wasmtime.
 pub struct ArtifactStore {
     pub(crate) local: Option<LocalDir>,
-    pub(crate) remote: Option<Box<dyn Backend>>,
+    pub(crate) remote: Option<Arc<dyn Backend>>,
     pub(crate) config: StoreConfig,
     pub(crate) counters: Arc<Counters>,
     #[cfg(feature = "compile")]
@@ -50,6 +52,8 @@ pub struct ArtifactStore {
     remembered: Remembered,
     /// Which other engines' artifacts each engine accepts (`reuse.rs`).
     pub(crate) choices: Choices,
+    /// The keys whose signatures lookups accept (`StoreConfig::trust`).
+    pub(crate) trust: Vec<TrustedKey>,
 }
 
 impl std::fmt::Debug for ArtifactStore {
@@ -98,8 +102,9 @@ impl ArtifactStore {
         }
         config.validate()?;
         Ok(ArtifactStore {
+            trust: config.trust(),
             local,
-            remote,
+            remote: remote.map(Arc::from),
             config,
             counters: Arc::default(),
             #[cfg(feature = "compile")]
@@ -125,6 +130,7 @@ impl ArtifactStore {
             compiles: get(&c.compiles),
             evictions: get(&c.evictions),
             rejected: get(&c.rejected),
+            refused: get(&c.refused),
             store_errors: get(&c.store_errors),
             files_hashed: get(&c.files_hashed),
             reused: get(&c.reused),
@@ -395,6 +401,7 @@ impl ArtifactStore {
             compile()
         };
         if let Ok(artifact) = &compiled
+            && self.config.writes()
             && let Err(e) = self.put(key, artifact)
         {
             bump(&self.counters.store_errors);
@@ -413,14 +420,30 @@ impl ArtifactStore {
     /// and `fsync`s stay off the hit path. The write is atomic: a crash
     /// loses the copy, never tears it. [`ArtifactStore::flush`] (and
     /// dropping the store) waits for the copies.
-    pub(crate) fn copy_to_local(&self, key: &Key, artifact: Arc<Sealed>) {
+    /// The remote entry's statement goes with it, verbatim (its signature
+    /// is the producer's): `statement` if the lookup read it, else read
+    /// from the remote tier here; none if it has none.
+    pub(crate) fn copy_to_local(
+        &self,
+        key: &Key,
+        artifact: Arc<Sealed>,
+        statement: Option<Vec<u8>>,
+    ) {
         let Some(local) = &self.local else {
             return;
         };
         let (local, key, config) = (local.clone(), *key, self.config.clone());
+        let remote = self.remote.clone();
         let counters = self.counters.clone();
         let copy = move || {
-            if let Err(e) = write_entry(&config, &local, &key, artifact.bytes(), false) {
+            let statement = statement.or_else(|| {
+                match remote?.read_limited(&key.statement_path(), attest::MAX_LEN) {
+                    Ok(Fetched::Bytes(statement)) => Some(statement),
+                    _ => None,
+                }
+            });
+            let statement = Statement::Copied(statement.as_deref());
+            if let Err(e) = write_entry(&config, &local, &key, artifact.bytes(), false, statement) {
                 bump(&counters.store_errors);
                 tracing::warn!(error = %format!("{e:#}"), "could not copy a remote hit into the local tier");
             }
@@ -472,10 +495,10 @@ impl ArtifactStore {
         }
         if let Some(remote) = self.remote.as_deref() {
             match self.read_remote(remote, key) {
-                Ok(Some((sealed, _))) => {
+                Ok(Some(hit)) => {
                     bump(&self.counters.hits);
-                    let bytes = sealed.bytes().to_vec();
-                    self.copy_to_local(key, Arc::new(sealed));
+                    let bytes = hit.artifact.bytes().to_vec();
+                    self.copy_to_local(key, Arc::new(hit.artifact), hit.statement);
                     return Ok(Some(bytes));
                 }
                 Ok(None) => {}
@@ -486,9 +509,12 @@ impl ArtifactStore {
         Ok(None)
     }
 
-    /// Stores `artifact` under `key`, in every tier. The artifact's own
-    /// engine stamp must match the key: the store never files an artifact
-    /// under an engine it was not compiled by.
+    /// Stores `artifact` under `key`, in every tier, with its statement
+    /// (signed with [`StoreConfig::signing_key`], if set). The artifact's
+    /// own engine stamp must match the key: the store never files an
+    /// artifact under an engine it was not compiled by. A store that
+    /// verifies signatures but has no signing key refuses: no host would
+    /// load what it wrote.
     pub fn put(&self, key: &Key, artifact: &[u8]) -> Result<()> {
         let found = Engine::detect_serialization_compatibility_hash(artifact)
             .context("not a wasmtime artifact")?;
@@ -499,9 +525,26 @@ impl ArtifactStore {
                 key.engine
             );
         }
+        if !self.config.writes() {
+            bail!(
+                "this store verifies signatures (`trusted_keys`) and has no `signing_key`: \
+                 what it wrote would not verify"
+            );
+        }
+        let target = crate::inspect::inspect(artifact)
+            .map(|info| info.target)
+            .unwrap_or_default();
+        let envelope = attest::envelope(
+            key,
+            artifact,
+            &self.config.producer,
+            &target,
+            self.config.signing_key.as_ref(),
+        )?;
+        let statement = Statement::Made(&envelope);
         let mut result = Ok(());
         if let Some(local) = &self.local {
-            result = write_entry(&self.config, local, key, artifact, false);
+            result = write_entry(&self.config, local, key, artifact, false, statement);
             if result.is_ok() {
                 self.maybe_gc(local);
             }
@@ -513,6 +556,7 @@ impl ArtifactStore {
                 key,
                 artifact,
                 self.config.compress_remote,
+                statement,
             );
             result = result.and(written);
         }
@@ -533,17 +577,11 @@ impl ArtifactStore {
         Ok(false)
     }
 
-    /// Removes `key`'s artifact (and tag) from every tier.
+    /// Removes `key`'s artifact (both forms, their tags and the statement)
+    /// from every tier.
     pub fn remove(&self, key: &Key) -> Result<()> {
         for backend in self.backends() {
-            for path in [
-                key.artifact_path(),
-                key.tag_path(),
-                format!("{}{ZSTD_SUFFIX}", key.artifact_path()),
-                key.tag_path_for(true),
-            ] {
-                backend.delete(&path)?;
-            }
+            remove_entry(backend, key)?;
         }
         Ok(())
     }
@@ -570,14 +608,38 @@ impl Drop for ArtifactStore {
     }
 }
 
-/// Writes `artifact` (raw, or zstd-compressed with `compress`) and, with a
-/// key configured, its tag under `key`.
+/// Deletes every object of `key`'s entry from `backend`.
+pub(crate) fn remove_entry(backend: &dyn Backend, key: &Key) -> Result<()> {
+    for path in [
+        key.artifact_path(),
+        key.tag_path(),
+        format!("{}{ZSTD_SUFFIX}", key.artifact_path()),
+        key.tag_path_for(true),
+        key.statement_path(),
+    ] {
+        backend.delete(&path)?;
+    }
+    Ok(())
+}
+
+/// An entry's statement, as [`write_entry`] writes it.
+#[derive(Clone, Copy)]
+pub(crate) enum Statement<'a> {
+    /// Made (and signed) for this write.
+    Made(&'a [u8]),
+    /// Another tier's, copied with its artifact (if it had one).
+    Copied(Option<&'a [u8]>),
+}
+
+/// Writes `artifact` (raw, or zstd-compressed with `compress`), its
+/// statement and, with a key configured, its tag under `key`.
 pub(crate) fn write_entry(
     config: &StoreConfig,
     backend: &dyn Backend,
     key: &Key,
     artifact: &[u8],
     compress: bool,
+    statement: Statement<'_>,
 ) -> Result<()> {
     if let Some(descriptor) = describe(key, artifact) {
         let json = serde_json::to_vec_pretty(&descriptor)?;
@@ -596,7 +658,14 @@ pub(crate) fn write_entry(
     } else {
         (artifact, key.artifact_path())
     };
-    // The tag first: an artifact is never visible without its tag.
+    // The statement and the tag first: an artifact is never visible
+    // without them.
+    match statement {
+        Statement::Made(envelope) | Statement::Copied(Some(envelope)) => {
+            backend.write(&key.statement_path(), envelope)?;
+        }
+        Statement::Copied(None) => {}
+    }
     if let Some(secret) = &config.hmac_key {
         let tag = tag::tag(secret, key, compress, stored, config.write_v2_tags);
         // With v2 tags (older readers share the store), the compressed
