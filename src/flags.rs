@@ -31,6 +31,18 @@ pub struct EngineFlags {
     module_version: Option<String>,
 }
 
+impl EngineFlags {
+    /// The CPU profile the options name, for the statements of what they
+    /// compile: the `--cpu` preset, or the `--profile` file's name.
+    pub fn profile_name(&self) -> Option<String> {
+        match (&self.cpu, &self.profile) {
+            (Some(cpu), _) => Some(cpu.clone()),
+            (None, Some(file)) => Some(file.file_name()?.to_string_lossy().into_owned()),
+            (None, None) => None,
+        }
+    }
+}
+
 /// The context of every error in the engine options: `cwasm` exits with
 /// status 2 for them, as for clap's own usage errors.
 #[derive(Debug)]

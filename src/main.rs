@@ -72,13 +72,30 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show what a precompiled artifact (.cwasm) was compiled for.
+    /// Show what a precompiled artifact (.cwasm) was compiled for, and its
+    /// statement (who produced it, who signed it) if it has one.
     Inspect {
         /// The artifact.
         file: PathBuf,
+        /// Its statement (default: FILE.intoto.json, where the store keeps
+        /// it, if there is one).
+        #[arg(long, value_name = "FILE")]
+        statement: Option<PathBuf>,
+        /// Verify the statement's signature with this public key (PEM);
+        /// fails unless one of the keys signed it for this file. Repeatable.
+        #[arg(long = "trusted-key", value_name = "FILE")]
+        trusted_keys: Vec<PathBuf>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Make an Ed25519 key pair for signing statements: NAME.key (private,
+    /// PKCS#8 PEM, readable by this user only) for --sign-key on a build
+    /// machine, NAME.pub (public) for --trusted-key on every host.
+    Keygen {
+        /// Where to write the two files (never overwritten).
+        #[arg(value_name = "NAME")]
+        name: PathBuf,
     },
     /// Precompile wasm modules and components into the store, in parallel.
     Compile {
@@ -102,7 +119,8 @@ enum Command {
         json: bool,
     },
     /// Check every entry's engine stamp against its key (and its tag, with
-    /// --hmac-key-file). Exits with 3 if any entry is bad.
+    /// --hmac-key-file; its signed statement, with --trusted-key). Exits
+    /// with 3 if any entry is bad.
     Verify {
         #[command(flatten)]
         store: StoreArgs,
@@ -110,14 +128,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Apply the size and count limits, and with --keep, drop every other
-    /// engine generation.
+    /// Apply the size and count limits, with --keep drop every other engine
+    /// generation, and with --produced-by the artifacts of a wasmtime
+    /// release.
     Gc {
         #[command(flatten)]
         store: StoreArgs,
         /// Keep only these engine hashes (hex), deleting all other prefixes.
         #[arg(long, num_args = 1..)]
         keep: Vec<String>,
+        /// Delete the entries whose statement names a wasmtime version
+        /// matching this requirement (`<48.0.8`): a release found to
+        /// miscompile. Entries without a statement are left.
+        #[arg(long, value_name = "REQ")]
+        produced_by: Option<cwasm_store::semver::VersionReq>,
         /// Report what would be deleted, delete nothing.
         #[arg(long)]
         dry_run: bool,
@@ -174,7 +198,13 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Baseline { hosts, write, json } => {
             engine::baseline(&hosts, write.as_deref(), json)?
         }
-        Command::Inspect { file, json } => inspect::inspect(&file, json)?,
+        Command::Inspect {
+            file,
+            statement,
+            trusted_keys,
+            json,
+        } => inspect::inspect(&file, statement.as_deref(), &trusted_keys, json)?,
+        Command::Keygen { name } => admin::keygen(&name)?,
         Command::Compile {
             files,
             engine,
@@ -186,9 +216,10 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Gc {
             store,
             keep,
+            produced_by,
             dry_run,
             json,
-        } => admin::gc(&store, &keep, dry_run, json)?,
+        } => admin::gc(&store, &keep, produced_by.as_ref(), dry_run, json)?,
         Command::Demo { store } => demo::demo(&store)?,
     }
     Ok(ExitCode::SUCCESS)

@@ -1,7 +1,7 @@
 //! The options every command that opens a store takes.
 
 use clap::Args;
-use cwasm_store::{ArtifactStore, StoreConfig};
+use cwasm_store::{ArtifactStore, SigningKey, StoreConfig, TrustedKey};
 use std::path::PathBuf;
 use wasmtime::Result;
 use wasmtime::error::Context;
@@ -24,6 +24,21 @@ pub struct StoreArgs {
     /// Compress artifacts with zstd in object stores.
     #[arg(long)]
     compress: bool,
+    /// Sign the statement of every entry written with this Ed25519 key
+    /// (PKCS#8 PEM, as `cwasm keygen` or `openssl genpkey -algorithm
+    /// ed25519` writes it).
+    #[arg(long, value_name = "FILE")]
+    sign_key: Option<PathBuf>,
+    /// Load (and pass `verify`) only entries whose statement this public
+    /// key (PEM) signed for them. Repeat for several keys. A store opened
+    /// with trusted keys and no --sign-key writes nothing.
+    #[arg(long = "trusted-key", value_name = "FILE")]
+    trusted_keys: Vec<PathBuf>,
+    /// Refuse entries whose producer's wasmtime version matches this
+    /// requirement (`<48.0.8`, `=48.0.7`), or that name no producer: a miss
+    /// that compiles again. Repeat for several.
+    #[arg(long = "refuse-produced-by", value_name = "REQ")]
+    refused_producers: Vec<cwasm_store::semver::VersionReq>,
 }
 
 impl StoreArgs {
@@ -45,6 +60,13 @@ impl StoreArgs {
             None => None,
         };
         config.compress_remote = self.compress;
+        config.signing_key = self.sign_key.as_deref().map(SigningKey::read).transpose()?;
+        config.trusted_keys = self
+            .trusted_keys
+            .iter()
+            .map(|path| TrustedKey::read(path))
+            .collect::<Result<_>>()?;
+        config.refused_producers = self.refused_producers.clone();
         adjust(&mut config);
         let location = match (&self.store, directory) {
             (Some(store), _) => store.clone(),

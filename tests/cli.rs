@@ -557,3 +557,192 @@ fn credentials_and_escape_sequences_never_reach_the_terminal() {
     );
     assert!(stderr.contains("\\u{1b}"), "{stderr:?}");
 }
+
+/// A build farm signs with `cwasm keygen`'s key, a host verifies with the
+/// public one, and OpenSSL, which we did not write, agrees: it reads both
+/// key files and checks the DSSE signature over the statement whose
+/// subject is the artifact's SHA-256.
+#[test]
+fn a_farm_signs_hosts_verify_and_openssl_agrees() {
+    use base64::Engine as _;
+    use base64::prelude::BASE64_STANDARD;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let store = path("store");
+    let store = store.to_str().unwrap();
+    let wat = path("m.wat");
+    std::fs::write(&wat, MODULE_WAT).unwrap();
+
+    cwasm()
+        .args(["keygen"])
+        .arg(path("farm"))
+        .assert()
+        .success();
+    cwasm()
+        .args(["keygen"])
+        .arg(path("rogue"))
+        .assert()
+        .success();
+    let mode = std::fs::metadata(path("farm.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // Never overwrites a key.
+    cwasm()
+        .args(["keygen"])
+        .arg(path("farm"))
+        .assert()
+        .failure();
+    let openssl = |args: &[&str]| {
+        std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .expect("openssl runs")
+    };
+    let derived = openssl(&["pkey", "-in", "farm.key", "-pubout"]);
+    assert!(derived.status.success());
+    assert_eq!(
+        String::from_utf8(derived.stdout).unwrap(),
+        std::fs::read_to_string(path("farm.pub")).unwrap()
+    );
+
+    cwasm()
+        .arg("compile")
+        .arg(&wat)
+        .args(["--store", store, "--cpu", "x86-64-v1", "--sign-key"])
+        .arg(path("farm.key"))
+        .assert()
+        .success();
+    let entry = walk(dir.path().join("store").as_path())
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .unwrap();
+    let artifact = std::fs::read(&entry).unwrap();
+    let statement_file = entry.with_extension("cwasm.intoto.json");
+    let envelope: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&statement_file).unwrap()).unwrap();
+    assert_eq!(envelope["payloadType"], "application/vnd.in-toto+json");
+    let payload = BASE64_STANDARD
+        .decode(envelope["payload"].as_str().unwrap())
+        .unwrap();
+    let statement: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+    assert_eq!(statement["_type"], "https://in-toto.io/Statement/v1");
+    assert_eq!(
+        statement["subject"][0]["digest"]["sha256"],
+        hex(&common::sha256(&artifact)).as_str()
+    );
+    assert_eq!(statement["predicate"]["producer"]["profile"], "x86-64-v1");
+    // DSSE's pre-authentication encoding, spelled out here from the spec.
+    let payload_type = "application/vnd.in-toto+json";
+    let mut pae = format!(
+        "DSSEv1 {} {payload_type} {} ",
+        payload_type.len(),
+        payload.len()
+    )
+    .into_bytes();
+    pae.extend_from_slice(&payload);
+    let sig = BASE64_STANDARD
+        .decode(envelope["signatures"][0]["sig"].as_str().unwrap())
+        .unwrap();
+    std::fs::write(path("pae.bin"), &pae).unwrap();
+    std::fs::write(path("sig.bin"), &sig).unwrap();
+    let verify = |key: &str| {
+        openssl(&[
+            "pkeyutl", "-verify", "-pubin", "-inkey", key, "-rawin", "-in", "pae.bin", "-sigfile",
+            "sig.bin",
+        ])
+        .status
+        .success()
+    };
+    assert!(verify("farm.pub"), "OpenSSL rejects the farm's signature");
+    assert!(!verify("rogue.pub"));
+    pae[20] ^= 1;
+    std::fs::write(path("pae.bin"), &pae).unwrap();
+    assert!(!verify("farm.pub"), "OpenSSL accepts a changed message");
+
+    // Hosts: the farm's public key verifies, another does not.
+    cwasm()
+        .args(["verify", "--store", store, "--trusted-key"])
+        .arg(path("farm.pub"))
+        .assert()
+        .code(0);
+    let out = cwasm()
+        .args(["verify", "--store", store, "--trusted-key"])
+        .arg(path("rogue.pub"))
+        .assert()
+        .code(3);
+    let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    assert!(text.contains("no signature by a trusted key"), "{text}");
+    let shown = json(
+        cwasm()
+            .arg("inspect")
+            .arg(&entry)
+            .arg("--trusted-key")
+            .arg(path("farm.pub"))
+            .arg("--json"),
+    );
+    assert_eq!(
+        shown["statement"]["provenance"]["producer"]["wasmtime"],
+        "48.0.8"
+    );
+    assert!(shown["statement"]["verified_by"].is_string(), "{shown}");
+    cwasm()
+        .arg("inspect")
+        .arg(&entry)
+        .arg("--trusted-key")
+        .arg(path("rogue.pub"))
+        .assert()
+        .failure();
+
+    // Keys OpenSSL made sign and verify too.
+    assert!(
+        openssl(&["genpkey", "-algorithm", "ed25519", "-out", "o.key"])
+            .status
+            .success()
+    );
+    assert!(
+        openssl(&["pkey", "-in", "o.key", "-pubout", "-out", "o.pub"])
+            .status
+            .success()
+    );
+    let other = path("other");
+    let other = other.to_str().unwrap();
+    cwasm()
+        .arg("compile")
+        .arg(&wat)
+        .args(["--store", other, "--sign-key"])
+        .arg(path("o.key"))
+        .assert()
+        .success();
+    for (key, code) in [("o.pub", 0), ("farm.pub", 3)] {
+        cwasm()
+            .args(["verify", "--store", other, "--trusted-key"])
+            .arg(path(key))
+            .assert()
+            .code(code);
+    }
+
+    // Provenance: listed, and a release's entries removed by version.
+    assert!(stdout(cwasm().args(["ls", "--store", store])).contains("1 by 48.0.8"));
+    let gc = |req: &str| stdout(cwasm().args(["gc", "--store", store, "--produced-by", req]));
+    assert!(gc("<48.0.8").contains("removed 0 entries"));
+    assert!(gc("<49").contains("removed 1 entries"));
+    assert!(!entry.exists() && !statement_file.exists());
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

@@ -2,9 +2,12 @@
 
 use crate::store_args::StoreArgs;
 use crate::{EXIT_BAD_ENTRIES, print_json, printable};
-use cwasm_store::Digest;
+use cwasm_store::semver::VersionReq;
+use cwasm_store::{Digest, SigningKey};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use wasmtime::Result;
+use wasmtime::error::Context;
+use wasmtime::{Result, bail};
 
 pub fn ls(store: &StoreArgs, json: bool) -> Result<()> {
     let engines = store.open()?.engines()?;
@@ -20,12 +23,61 @@ pub fn ls(store: &StoreArgs, json: bool) -> Result<()> {
             Some(d) => printable(&format!("wasmtime {} {}", d.wasmtime_version, d.target)),
             None => "(no descriptor)".to_string(),
         };
+        // Read from the statements: claims, verified only by `verify`.
+        let producers = e
+            .producers
+            .iter()
+            .map(|(version, n)| format!("{n} by {}", printable(version)))
+            .collect::<Vec<_>>()
+            .join(", ");
         println!(
-            "{}  {:>6} entries  {:>12} bytes  {what}",
+            "{}  {:>6} entries  {:>12} bytes  {what}  (produced: {producers})",
             e.engine, e.entries, e.bytes
         );
     }
     Ok(())
+}
+
+/// `keygen`: NAME.key (0600) and NAME.pub, neither overwritten.
+pub fn keygen(name: &Path) -> Result<()> {
+    let key = SigningKey::generate()?;
+    let with = |suffix: &str| {
+        let mut path = name.as_os_str().to_owned();
+        path.push(suffix);
+        PathBuf::from(path)
+    };
+    let (private, public) = (with(".key"), with(".pub"));
+    for path in [&private, &public] {
+        if path.exists() {
+            bail!("{} exists; not overwriting a key", path.display());
+        }
+    }
+    write_new(&private, key.to_pem().as_bytes(), 0o600)?;
+    write_new(&public, key.public_key().to_pem().as_bytes(), 0o644)?;
+    println!(
+        "signing key {} (keep it on build machines)",
+        private.display()
+    );
+    println!(
+        "public key  {} (for --trusted-key on every host)",
+        public.display()
+    );
+    println!("key id      {}", key.public_key().id());
+    Ok(())
+}
+
+fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
+    #[cfg(not(unix))]
+    let _ = mode;
+    options
+        .open(path)
+        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
+        .with_context(|| format!("failed to write {}", path.display()))
 }
 
 pub fn verify(store: &StoreArgs, json: bool) -> Result<ExitCode> {
@@ -62,8 +114,18 @@ pub fn verify(store: &StoreArgs, json: bool) -> Result<ExitCode> {
     })
 }
 
-pub fn gc(store: &StoreArgs, keep: &[String], dry_run: bool, json: bool) -> Result<()> {
+pub fn gc(
+    store: &StoreArgs,
+    keep: &[String],
+    produced_by: Option<&VersionReq>,
+    dry_run: bool,
+    json: bool,
+) -> Result<()> {
     let store = store.open()?;
+    let produced = match produced_by {
+        Some(requirement) => store.remove_produced_by(requirement, dry_run)?,
+        None => Vec::new(),
+    };
     let mut dropped = Vec::new();
     if !keep.is_empty() {
         let keep: Vec<Digest> = keep.iter().map(|h| h.parse()).collect::<Result<_>>()?;
@@ -81,6 +143,7 @@ pub fn gc(store: &StoreArgs, keep: &[String], dry_run: bool, json: bool) -> Resu
         return print_json(&serde_json::json!({
             "dry_run": dry_run,
             "dropped_engines": dropped,
+            "produced_by": produced,
             "limits": report,
         }));
     }
@@ -89,6 +152,19 @@ pub fn gc(store: &StoreArgs, keep: &[String], dry_run: bool, json: bool) -> Resu
         println!(
             "{verb} engine {} ({} entries, {} bytes)",
             e.engine, e.entries, e.bytes
+        );
+    }
+    if let Some(requirement) = produced_by {
+        let verb = if dry_run { "would remove" } else { "removed" };
+        for key in &produced {
+            println!(
+                "{verb} {}/{} (produced by {requirement})",
+                key.engine, key.wasm
+            );
+        }
+        println!(
+            "{verb} {} entries produced by {requirement}",
+            produced.len()
         );
     }
     for dir in &report.unreadable {

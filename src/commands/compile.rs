@@ -64,7 +64,10 @@ pub fn compile(
     let engine = flags.engine()?;
     // Compiling is what was asked: an artifact of this very engine, even
     // where one built for fewer CPU features would load here.
-    let store = store.open_with(|config| config.reuse_cpu_subsets = false)?;
+    let store = store.open_with(|config| {
+        config.reuse_cpu_subsets = false;
+        config.producer.profile = flags.profile_name();
+    })?;
     // Digests of unchanged files, remembered from earlier runs (in the
     // user's cache directory, next to the default store).
     let remembered = default_store()

@@ -202,10 +202,16 @@ impl SigningKey {
         SigningKey::from_pem(&text).with_context(|| format!("in {}", path.display()))
     }
 
-    /// The key as a PEM `PRIVATE KEY` (PKCS#8), wiped from memory when
-    /// dropped.
+    /// The key as a PEM `PRIVATE KEY`, wiped from memory when dropped:
+    /// PKCS#8 v1 (RFC 8410, the private key alone), as `openssl genpkey`
+    /// writes it. (The v2 form with the public key inside, ed25519-dalek's
+    /// default, is one OpenSSL 3.0 cannot read.)
     pub fn to_pem(&self) -> zeroize::Zeroizing<String> {
-        self.key
+        let bytes = ed25519_dalek::pkcs8::KeypairBytes {
+            secret_key: self.key.to_bytes(),
+            public_key: None,
+        };
+        bytes
             .to_pkcs8_pem(Default::default())
             .expect("an Ed25519 private key always encodes")
     }
