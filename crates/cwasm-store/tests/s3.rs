@@ -387,3 +387,57 @@ fn a_wider_host_reuses_a_subset_artifact_from_s3() -> Result<()> {
     );
     Ok(())
 }
+
+/// A signed entry travels through the bucket, compressed, to a host that
+/// holds only the farm's public key, and on into its local tier with its
+/// signature; an entry signed by no trusted key stays in the bucket.
+#[test]
+fn signed_entries_travel_through_s3() -> Result<()> {
+    let Some(url) = s3_url() else { return Ok(()) };
+    let engine = Engine::default();
+    let farm_key = cwasm_store::SigningKey::generate()?;
+    let farm = StoreConfig {
+        compress_remote: true,
+        signing_key: Some(farm_key.clone()),
+        ..StoreConfig::default()
+    };
+    ArtifactStore::new(None, Some(remote(&url)), farm)?.get_or_compile_module(&engine, &wasm(3))?;
+    let rogue = StoreConfig {
+        signing_key: Some(cwasm_store::SigningKey::generate()?),
+        ..StoreConfig::default()
+    };
+    ArtifactStore::new(None, Some(remote(&url)), rogue)?
+        .get_or_compile_module(&engine, &wasm(4))?;
+
+    let dir = tempfile::tempdir()?;
+    let host = StoreConfig {
+        compress_remote: true,
+        trusted_keys: vec![farm_key.public_key().clone()],
+        ..StoreConfig::default()
+    };
+    let host = ArtifactStore::new(Some(LocalDir::new(dir.path())?), Some(remote(&url)), host)?;
+    for n in [3, 4] {
+        let m = host.get_or_compile_module(&engine, &wasm(n))?;
+        assert_eq!(call(&engine, &m), n);
+    }
+    host.flush();
+    let stats = host.stats();
+    assert_eq!(
+        (stats.hits, stats.compiles, stats.rejected),
+        (1, 1, 0),
+        "{stats:?}"
+    );
+    assert!(stats.refused >= 1, "{stats:?}");
+    let bucket = ObjectStoreBackend::open(&url)?;
+    let signed = Key::new(&engine, &wasm(3))?;
+    let statement = bucket
+        .read(&signed.statement_path())?
+        .expect("in the bucket");
+    let local = std::fs::read(dir.path().join(signed.statement_path()))?;
+    assert_eq!(local, statement, "the statement was not copied verbatim");
+    // The rogue's entry is left in the bucket, and the host wrote nothing.
+    let rogue = Key::new(&engine, &wasm(4))?;
+    assert!(bucket.read(&rogue.artifact_path())?.is_some());
+    assert!(!dir.path().join(rogue.artifact_path()).exists());
+    Ok(())
+}
