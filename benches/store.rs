@@ -4,7 +4,9 @@
 //! * `store hit`: `Module::deserialize_file` alone; a local hit unkeyed and
 //!   keyed (copied into sealed memory, its tag verified there, loaded in
 //!   place); the keyed hit's floor (one read pass and one hash pass over
-//!   the artifact, with the tag's hash); a hit through
+//!   the artifact, with the tag's hash); a signed hit (statement verified
+//!   with the farm's public key, in sealed memory) and what it does more
+//!   than a keyed one (the statement's read and signature); a hit through
 //!   `get_or_compile_module_file` (digest remembered); and a hit in
 //!   wasmtime's own cache (`Config::cache`, `Module::new`) on the same
 //!   module;
@@ -18,7 +20,9 @@
 mod common;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use cwasm_store::{ArtifactStore, Backend, Digest, Key, LocalDir, ObjectStoreBackend, StoreConfig};
+use cwasm_store::{
+    ArtifactStore, Backend, Digest, Key, LocalDir, ObjectStoreBackend, SigningKey, StoreConfig,
+};
 use std::hint::black_box;
 use std::path::Path;
 use wasmtime::{Cache, CacheConfig, Config, Engine, Module};
@@ -31,6 +35,23 @@ fn keyed(dir: &Path) -> ArtifactStore {
         ..StoreConfig::default()
     };
     ArtifactStore::new(Some(LocalDir::new(dir).unwrap()), None, config).unwrap()
+}
+
+/// A farm's store (it signs) and a host's on the same directory (it holds
+/// the public key only), and the statement of `key`'s entry.
+fn signed(dir: &Path) -> (ArtifactStore, ArtifactStore) {
+    let farm_key = SigningKey::generate().unwrap();
+    let farm = StoreConfig {
+        signing_key: Some(farm_key.clone()),
+        ..StoreConfig::default()
+    };
+    let host = StoreConfig {
+        trusted_keys: vec![farm_key.public_key().clone()],
+        ..StoreConfig::default()
+    };
+    let open =
+        |config| ArtifactStore::new(Some(LocalDir::new(dir).unwrap()), None, config).unwrap();
+    (open(farm), open(host))
 }
 
 fn bench(c: &mut Criterion) {
@@ -51,6 +72,10 @@ fn bench(c: &mut Criterion) {
     );
     let keyed_store = keyed(&dir.path().join("keyed"));
     keyed_store.get_or_compile_module(&engine, &wasm).unwrap();
+    let (farm, signed_store) = signed(&dir.path().join("signed"));
+    farm.get_or_compile_module(&engine, &wasm).unwrap();
+    let statement = std::fs::read(dir.path().join("signed").join(key.statement_path())).unwrap();
+    let trusted = signed_store.config().trusted_keys.clone();
     let mut cache = CacheConfig::new();
     cache.with_directory(dir.path().join("wasmtime-cache"));
     let mut config = Config::new();
@@ -102,6 +127,27 @@ fn bench(c: &mut Criterion) {
                 .unwrap()
         })
     });
+    g.bench_function("signed: get_or_compile_module_with_digest", |b| {
+        b.iter(|| {
+            signed_store
+                .get_or_compile_module_with_digest(&engine, black_box(&wasm), digest)
+                .unwrap()
+        })
+    });
+    // What a signed hit does that a keyed one does not: read and parse the
+    // statement, and one Ed25519 verification (its digest check replaces
+    // the tag's, at the same cost: BLAKE3 both).
+    g.bench_function(
+        "signed extra: read the statement + verify its signature",
+        |b| {
+            let path = dir.path().join("signed").join(key.statement_path());
+            b.iter(|| {
+                let envelope = std::fs::read(black_box(&path)).unwrap();
+                cwasm_store::read_statement(&envelope, &trusted).unwrap()
+            })
+        },
+    );
+    assert!(!statement.is_empty());
     // The floor of a verified hit: read every byte once (into memory no one
     // else can change) and hash it once with the tag's keyed hash; the
     // unkeyed hit's work comes on top.
@@ -117,9 +163,9 @@ fn bench(c: &mut Criterion) {
     });
     g.finish();
     // One compile each while setting up, none since.
-    let stats = [store.stats(), keyed_store.stats()];
+    let stats = [store.stats(), keyed_store.stats(), signed_store.stats()];
     let compiles: Vec<u64> = stats.iter().map(|s| s.compiles).collect();
-    assert_eq!(compiles, [1, 1], "{stats:?}");
+    assert_eq!(compiles, [1, 1, 0], "{stats:?}");
     assert_eq!(
         stats[0].files_hashed, 1,
         "the settled file was hashed again"

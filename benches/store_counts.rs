@@ -3,7 +3,8 @@
 //! xtask bench` to count instructions under valgrind (cachegrind).
 //!
 //! `prepare` runs natively: it compiles the hit module (about 1 MB of wasm,
-//! a 10 MB artifact) into an unkeyed store, a keyed store and wasmtime's own
+//! a 10 MB artifact) into an unkeyed store, a keyed store, a signed store
+//! (the farm's public key in `farm.pub`) and wasmtime's own
 //! cache, all with an engine whose code does not depend on the CPU (so that
 //! the engine under valgrind is the same). Each operation's cost is then the
 //! difference of two counts over the difference of their `n`: the setup
@@ -16,7 +17,7 @@
 
 mod common;
 
-use cwasm_store::{ArtifactStore, Digest, LocalDir, StoreConfig};
+use cwasm_store::{ArtifactStore, Digest, LocalDir, SigningKey, StoreConfig, TrustedKey};
 use std::hash::{Hash, Hasher};
 use std::hint::black_box;
 use std::path::Path;
@@ -36,6 +37,7 @@ const OPS: &[&str] = &[
     "hit-file",
     "hit-keyed",
     "hit-keyed-digest",
+    "hit-signed-digest",
     "hit-subset-digest",
     "wasmtime-cache-hit",
 ];
@@ -72,6 +74,17 @@ fn keyed(dir: &Path) -> Result<ArtifactStore> {
     ArtifactStore::new(Some(LocalDir::new(dir.join("keyed"))?), None, config)
 }
 
+/// A host's store on the farm's signed entries: it holds the public key
+/// only, from the PEM `prepare` wrote.
+fn signed(dir: &Path) -> Result<ArtifactStore> {
+    let public = std::fs::read_to_string(dir.join("farm.pub"))?;
+    let config = StoreConfig {
+        trusted_keys: vec![TrustedKey::from_pem(&public)?],
+        ..StoreConfig::default()
+    };
+    ArtifactStore::new(Some(LocalDir::new(dir.join("signed"))?), None, config)
+}
+
 fn prepare(dir: &Path) -> Result<()> {
     let wasm = wat::parse_str(common::hit_module())?;
     std::fs::write(dir.join("app.wasm"), &wasm)?;
@@ -79,6 +92,14 @@ fn prepare(dir: &Path) -> Result<()> {
     std::fs::write(dir.join("app.cwasm"), engine.precompile_module(&wasm)?)?;
     ArtifactStore::open(dir.join("store"))?.get_or_compile_module(&engine, &wasm)?;
     keyed(dir)?.get_or_compile_module(&engine, &wasm)?;
+    let farm_key = SigningKey::generate()?;
+    std::fs::write(dir.join("farm.pub"), farm_key.public_key().to_pem())?;
+    let farm = StoreConfig {
+        signing_key: Some(farm_key),
+        ..StoreConfig::default()
+    };
+    ArtifactStore::new(Some(LocalDir::new(dir.join("signed"))?), None, farm)?
+        .get_or_compile_module(&engine, &wasm)?;
     Module::new(&new_engine(Some(&dir.join("wasmtime-cache")))?, &wasm)?;
     // `hit-file` remembers the digest only of a file that has settled.
     std::thread::sleep(std::time::Duration::from_millis(3200));
@@ -107,6 +128,7 @@ fn run(op: &str, dir: &Path, n: usize) -> Result<()> {
     let digest = Digest::of(&wasm);
     let store = ArtifactStore::open(dir.join("store"))?;
     let keyed_store = keyed(dir)?;
+    let signed_store = signed(dir)?;
     let cached = new_engine(Some(&dir.join("wasmtime-cache")))?;
     // An engine like `engine` with one CPU feature more: the store's
     // artifact is a subset for it (src/reuse.rs), found after a miss
@@ -157,6 +179,9 @@ fn run(op: &str, dir: &Path, n: usize) -> Result<()> {
             "hit-keyed-digest" => drop(black_box(
                 keyed_store.get_or_compile_module_with_digest(&engine, &wasm, digest)?,
             )),
+            "hit-signed-digest" => drop(black_box(
+                signed_store.get_or_compile_module_with_digest(&engine, &wasm, digest)?,
+            )),
             "hit-subset-digest" => drop(black_box(
                 store.get_or_compile_module_with_digest(&wider, &wasm, digest)?,
             )),
@@ -164,7 +189,7 @@ fn run(op: &str, dir: &Path, n: usize) -> Result<()> {
             _ => unreachable!("checked in main"),
         }
     }
-    let all = [&store, &keyed_store];
+    let all = [&store, &keyed_store, &signed_store];
     if all.iter().any(|s| s.stats().compiles > 0) {
         bail!("a store missed: the engine differs from the one `prepare` used");
     }

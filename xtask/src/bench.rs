@@ -80,6 +80,7 @@ pub fn bench(root: &Path, quick: bool) -> Result<()> {
         ("hit-file", 1, 5),
         ("hit-keyed", 1, 5),
         ("hit-keyed-digest", 1, 5),
+        ("hit-signed-digest", 1, 5),
         ("hit-subset-digest", 1, 5),
         ("wasmtime-cache-hit", 1, 5),
     ] {
@@ -96,7 +97,8 @@ pub fn bench(root: &Path, quick: bool) -> Result<()> {
     )?;
     let floor = &counts["deserialize-file"];
     let unkeyed = &counts["hit"];
-    let rows: [(&str, &Estimate, String); 13] = [
+    let signed_extra = counts["hit-signed-digest"].minus(&counts["hit-keyed-digest"]);
+    let rows: [(&str, &Estimate, String); 15] = [
         (
             "hash, cold (first call on a fresh engine)",
             &cold,
@@ -146,6 +148,19 @@ pub fn bench(root: &Path, quick: bool) -> Result<()> {
                 "{} × unkeyed, digest supplied",
                 counts["hit-keyed-digest"].ratio(&counts["hit-digest"])
             ),
+        ),
+        (
+            "hit, signed (sealed copy, statement verified with the farm's public key), digest supplied",
+            &counts["hit-signed-digest"],
+            format!(
+                "{} × keyed, digest supplied",
+                counts["hit-signed-digest"].ratio(&counts["hit-keyed-digest"])
+            ),
+        ),
+        (
+            "signed hit − keyed hit (the statement and one Ed25519 verification)",
+            &signed_extra,
+            String::new(),
         ),
         (
             "hit, another engine's artifact (CPU subset), digest supplied",
@@ -676,6 +691,8 @@ fn wall_clock_ratios(home: &Path) -> Result<String> {
     let file = get("store hit/unkeyed: get_or_compile_module_file")?;
     let digest = get("store hit/unkeyed: get_or_compile_module_with_digest")?;
     let wasmtime = get("store hit/wasmtime Config::cache: Module::new")?;
+    let signed_digest = get("store hit/signed: get_or_compile_module_with_digest")?;
+    let signed_extra = get("store hit/signed extra: read the statement + verify its signature")?;
     let ms = |s: f64| format!("{:.3} ms", s / 1e6);
     let verdict = |ok: bool| if ok { "met" } else { "**missed**" };
     let mut out = String::from("| what | mean | ratio | target |\n|---|---|---|---|\n");
@@ -717,6 +734,22 @@ fn wall_clock_ratios(home: &Path) -> Result<String> {
         keyed_digest,
         format!("{:.3} × unkeyed, digest supplied", keyed_digest / digest),
         String::new(),
+    )?;
+    row(
+        "hit, signed (statement verified with the farm's public key), digest supplied",
+        signed_digest,
+        format!(
+            "{:.3} × keyed, digest supplied ({:+.0} µs; wall clock, drifts)",
+            signed_digest / keyed_digest,
+            (signed_digest - keyed_digest) / 1e3
+        ),
+        String::new(),
+    )?;
+    row(
+        "what a signed hit does more than a keyed one: read the statement, verify its signature",
+        signed_extra,
+        format!("{:.1} µs", signed_extra / 1e3),
+        format!("≤ 100 µs: {}", verdict(signed_extra <= 100e3)),
     )?;
     row(
         "a verified hit's floor: unkeyed hit + read and keyed BLAKE3 of the artifact",

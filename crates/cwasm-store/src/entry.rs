@@ -936,8 +936,9 @@ mod tests {
     use super::*;
 
     /// Each layout name, with its number in the module documentation.
-    const NAMES: [(u8, &str); 9] = [
+    const NAMES: [(u8, &str); 10] = [
         (2, DESCRIPTOR),
+        (10, STATEMENT_SUFFIX),
         (9, SECTION),
         (3, ARTIFACT_SUFFIX),
         (4, ZSTD_SUFFIX),

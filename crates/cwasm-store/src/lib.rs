@@ -40,7 +40,11 @@
 //! file: it is copied into sealed memory that can no longer change, its tag
 //! is checked there, and wasmtime loads that same memory. Without a key, the checks guard against
 //! misfiled and damaged artifacts only: the directory must then be writable
-//! by trusted users only. docs/store.md has the details.
+//! by trusted users only. With [`StoreConfig::trusted_keys`], the same holds
+//! with public keys: a hit loads only bytes whose statement a trusted key
+//! signed for this lookup ([`SigningKey`] on the build farm,
+//! [`TrustedKey`] on hosts; `src/attest.rs`). docs/store.md has the
+//! details.
 //!
 //! ```no_run
 //! use cwasm_store::ArtifactStore;

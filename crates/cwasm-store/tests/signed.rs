@@ -40,19 +40,27 @@ fn host(root: &Path, farm: &SigningKey, refused: &[&str]) -> ArtifactStore {
     ArtifactStore::new(Some(LocalDir::new(root).unwrap()), None, config).unwrap()
 }
 
-/// Everything under `root`, path and bytes: what "nothing deleted, nothing
-/// written" compares.
+/// Everything under `root`: each path with its bytes (regular files up to
+/// 64 MiB), or its kind and size: what "nothing deleted, nothing written"
+/// compares.
 fn snapshot(root: &Path) -> Vec<(String, Vec<u8>)> {
-    let store = LocalDir::new(root).unwrap();
-    let mut all: Vec<_> = store
-        .list("")
-        .unwrap()
-        .into_iter()
-        .map(|l| {
-            let bytes = store.read(&l.path).unwrap().unwrap();
-            (l.path, bytes)
-        })
-        .collect();
+    fn walk(dir: &Path, root: &Path, out: &mut Vec<(String, Vec<u8>)>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let name = path.strip_prefix(root).unwrap().display().to_string();
+            if meta.is_dir() {
+                walk(&path, root, out);
+            } else if meta.is_file() && meta.len() <= 64 << 20 {
+                out.push((name, std::fs::read(&path).unwrap()));
+            } else {
+                let shown = format!("{:?} {}", meta.file_type(), meta.len());
+                out.push((name, shown.into_bytes()));
+            }
+        }
+    }
+    let mut all = Vec::new();
+    walk(root, root, &mut all);
     all.sort();
     all
 }
@@ -322,5 +330,45 @@ fn producers_are_listed_and_a_release_is_removed_by_version() -> Result<()> {
     let left: Vec<Key> = store.list()?.into_iter().map(|e| e.key).collect();
     assert_eq!(left, vec![fleet.two]);
     assert!(fleet.local().read(&fleet.one.statement_path())?.is_none());
+    Ok(())
+}
+
+/// The statement is read like a tag: a FIFO does not hang the lookup, a
+/// symbolic link is not followed (even to the genuine statement), and a
+/// huge file is not read. Each is a refusal within a time and memory bound.
+#[test]
+fn a_hostile_statement_is_refused_in_bounded_time_and_memory() -> Result<()> {
+    use std::os::unix::fs::symlink;
+    use std::time::{Duration, Instant};
+    let fleet = fleet()?;
+    let path = fleet.root().join(fleet.one.statement_path());
+    let genuine = fleet.root().join("genuine.json");
+    std::fs::rename(&path, &genuine)?;
+    let before = common::peak_memory();
+    let plant = |how: &dyn Fn(&Path)| -> Result<()> {
+        let _ = std::fs::remove_file(&path);
+        how(&path);
+        let started = Instant::now();
+        fleet.assert_refused(&[])?;
+        assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+        Ok(())
+    };
+    plant(&|p| {
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            p,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap()
+    })?;
+    plant(&|p| symlink(&genuine, p).unwrap())?;
+    plant(&|p| {
+        let f = std::fs::File::create(p).unwrap();
+        f.set_len(1 << 30).unwrap();
+    })?;
+    let grew = common::peak_memory().saturating_sub(before);
+    assert!(grew < 64 << 20, "peak memory grew by {grew} bytes");
     Ok(())
 }
