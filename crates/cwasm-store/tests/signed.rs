@@ -350,7 +350,11 @@ fn a_hostile_statement_is_refused_in_bounded_time_and_memory() -> Result<()> {
         how(&path);
         let started = Instant::now();
         fleet.assert_refused(&[])?;
-        assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            started.elapsed()
+        );
         Ok(())
     };
     plant(&|p| {
