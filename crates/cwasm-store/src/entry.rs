@@ -71,13 +71,13 @@
 //!    host can ask wasmtime whether it would load the prefix's artifacts
 //!    without reading one (`reuse.rs`).
 //! 10. `<engine-hex>/<wasm-hex>.cwasm.intoto.json` ([`STATEMENT_SUFFIX`]):
-//!    the entry's statement (`attest.rs`): a DSSE envelope holding an
-//!    in-toto statement of the artifact's digests, wasm digest, engine
-//!    hash, producer, target and time, signed by the writer's signing key
-//!    if it had one. Written before the artifact (after its tag), copied
-//!    verbatim with a remote hit into the local tier, one per key (for both
-//!    forms: its digests are the raw artifact's). `gc` deletes one older
-//!    than an hour whose artifact is missing.
+//!     the entry's statement (`attest.rs`): a DSSE envelope holding an
+//!     in-toto statement of the artifact's digests, wasm digest, engine
+//!     hash, producer, target and time, signed by the writer's signing key
+//!     if it had one. Written before the artifact (after its tag), copied
+//!     verbatim with a remote hit into the local tier, one per key (for both
+//!     forms: its digests are the raw artifact's). `gc` deletes one older
+//!     than an hour whose artifact is missing.
 //!
 //! Anything else is not the store's: lookups never read it, and `verify`'s
 //! caller is told of the files under prefixes (`ArtifactStore::strays`).
