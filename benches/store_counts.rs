@@ -131,7 +131,7 @@ fn run(op: &str, dir: &Path, n: usize) -> Result<()> {
     let signed_store = signed(dir)?;
     let cached = new_engine(Some(&dir.join("wasmtime-cache")))?;
     // An engine like `engine` with one CPU feature more: the store's
-    // artifact is a subset for it (src/reuse.rs), found after a miss
+    // artifact is a subset for it (`store/reuse.rs` in cwasm-store), found after a miss
     // under its own key.
     let wider = wider_engine()?;
     store.get_or_compile_module_with_digest(&wider, &wasm, digest)?;

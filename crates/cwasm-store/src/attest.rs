@@ -1,4 +1,4 @@
-//! Statements (layout 10 in `entry.rs`): who produced an entry, signed by a
+//! Statements (layout 10 in `layout.rs`): who produced an entry, signed by a
 //! build farm and verified by hosts that hold only its public key.
 //!
 //! A keyed store's tags are made and checked with one secret, so every host

@@ -57,7 +57,7 @@ pub struct StoreConfig {
     /// compiling engine too (an engine without a compiler always reuses).
     pub reuse_cpu_subsets: bool,
     /// The build farm's key: the statement of every entry this store
-    /// writes (layout 10 in `entry.rs`, `attest.rs`) is signed with it.
+    /// writes (layout 10 in `layout.rs`, `attest.rs`) is signed with it.
     /// Its public half is trusted too when [`StoreConfig::trusted_keys`]
     /// are set.
     pub signing_key: Option<SigningKey>,

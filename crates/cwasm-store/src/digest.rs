@@ -1,6 +1,5 @@
 //! The store's key: two SHA-256 digests.
 
-use crate::entry::{ARTIFACT_SUFFIX, STATEMENT_SUFFIX, TAG_SUFFIX, ZSTD_SUFFIX};
 use std::fmt;
 use std::str::FromStr;
 #[cfg(feature = "compile")]
@@ -84,49 +83,6 @@ impl Key {
         Ok(Key {
             engine: Digest(engine.serialization_compatibility_hash()?),
             wasm,
-        })
-    }
-
-    /// The artifact's path relative to the store root.
-    pub fn artifact_path(&self) -> String {
-        format!("{}/{}{ARTIFACT_SUFFIX}", self.engine, self.wasm)
-    }
-
-    /// The path of the raw artifact's tag.
-    pub fn tag_path(&self) -> String {
-        format!("{}{TAG_SUFFIX}", self.artifact_path())
-    }
-
-    /// The path of the tag of the object of one form: the raw artifact's
-    /// ([`Key::tag_path`]), or the compressed one's
-    /// (`<wasm-hex>.cwasm.zst.hmac`), so that both forms can be stored
-    /// and verified side by side.
-    pub fn tag_path_for(&self, compressed: bool) -> String {
-        if compressed {
-            format!("{}{ZSTD_SUFFIX}{TAG_SUFFIX}", self.artifact_path())
-        } else {
-            self.tag_path()
-        }
-    }
-
-    /// The path of the entry's statement (`<wasm-hex>.cwasm.intoto.json`),
-    /// one for both forms of the entry.
-    pub fn statement_path(&self) -> String {
-        format!("{}{STATEMENT_SUFFIX}", self.artifact_path())
-    }
-
-    /// Parses `<engine-hex>/<wasm-hex>.cwasm`, in the canonical form the
-    /// store writes (lowercase hex) only: any other name is not an entry.
-    pub fn from_artifact_path(path: &str) -> Option<Key> {
-        let (engine, file) = path.split_once('/')?;
-        let wasm = file.strip_suffix(ARTIFACT_SUFFIX)?;
-        let canonical = |hex: &str| !hex.bytes().any(|c| c.is_ascii_uppercase());
-        if !canonical(engine) || !canonical(wasm) {
-            return None;
-        }
-        Some(Key {
-            engine: engine.parse().ok()?,
-            wasm: wasm.parse().ok()?,
         })
     }
 }

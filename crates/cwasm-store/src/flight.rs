@@ -2,7 +2,7 @@
 //! key (the leader) compiles and stores; the others wait for its result.
 
 use crate::digest::Key;
-use crate::store::ArtifactStore;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use wasmtime::Error;
 
@@ -32,6 +32,9 @@ impl ErrorChain {
     }
 }
 
+/// The compiles in progress in a process, by key.
+pub(crate) type Inflight = Mutex<HashMap<Key, Arc<Flight>>>;
+
 /// One compile in progress, and what its waiters are given.
 #[derive(Default)]
 pub(crate) struct Flight {
@@ -54,16 +57,17 @@ impl Flight {
     }
 }
 
-/// The leader's side of a `Flight`: on drop (a return or a panic), hands
-/// its result to the waiters and frees the key's slot.
-pub(crate) struct Landing<'a> {
-    pub(crate) store: &'a ArtifactStore,
+/// The single-flight guard, the leader's side of a `Flight`: on drop (a
+/// return or a panic), hands its result to the waiters and frees the key's
+/// slot.
+pub(crate) struct FlightGuard<'a> {
+    pub(crate) inflight: &'a Inflight,
     pub(crate) key: &'a Key,
     pub(crate) flight: &'a Flight,
     pub(crate) result: Option<Result<Arc<[u8]>, ErrorChain>>,
 }
 
-impl Drop for Landing<'_> {
+impl Drop for FlightGuard<'_> {
     fn drop(&mut self) {
         let result = self.result.take().unwrap_or_else(|| {
             Err(ErrorChain::message(if std::thread::panicking() {
@@ -78,8 +82,7 @@ impl Drop for Landing<'_> {
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(result);
         self.flight.done.notify_all();
-        self.store
-            .inflight
+        self.inflight
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(self.key);

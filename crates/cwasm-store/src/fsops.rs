@@ -17,10 +17,10 @@
 //!   the directory.
 //!
 //! Ownership and modes are never taken as provenance: a keyed store verifies
-//! every entry it loads, whoever owns it (`entry.rs`, "The rule of a keyed
+//! every entry it loads, whoever owns it (`checks.rs`, "The rule of a keyed
 //! store").
 
-use crate::entry::TMP_PREFIX;
+use crate::layout::TMP_PREFIX;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, fstat, fsync, mkdirat, openat, renameat};
 use rustix::io::Errno;
 use std::fs::File;
@@ -30,7 +30,42 @@ use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// One name in a directory of the store ([`Root::list`]).
+#[derive(Debug)]
+pub(crate) struct Listing {
+    pub(crate) name: String,
+    pub(crate) kind: FileType,
+    /// What it costs the disk: its allocated blocks, but never more than
+    /// its length. A sparse file (a planted 1 PiB `.tmp-x`, say) counts
+    /// what it occupies, not what it claims.
+    pub(crate) size: u64,
+    pub(crate) modified: SystemTime,
+}
+
+impl Listing {
+    #[allow(clippy::unnecessary_cast)]
+    fn of(name: &str, stat: &rustix::fs::Stat) -> Listing {
+        let len = u64::try_from(stat.st_size).unwrap_or(0);
+        let blocks = u64::try_from(stat.st_blocks).unwrap_or(0);
+        let modified = UNIX_EPOCH
+            + Duration::new(
+                u64::try_from(stat.st_mtime).unwrap_or(0),
+                u32::try_from(stat.st_mtime_nsec).unwrap_or(0),
+            );
+        Listing {
+            name: name.to_string(),
+            kind: FileType::from_raw_mode(stat.st_mode),
+            size: len.min(blocks.saturating_mul(512)),
+            modified,
+        }
+    }
+
+    pub(crate) fn is_dir(&self) -> bool {
+        self.kind == FileType::Directory
+    }
+}
 
 /// What opening an entry found.
 pub(crate) enum Opened {
@@ -175,7 +210,7 @@ impl Root {
     /// missing, not a regular file, or larger than `limit`: one `openat2`
     /// that resolves beneath the root and follows no link on the way, an
     /// `fstat`, a `read`. For the files read many at a time (the engine
-    /// sections of `reuse.rs`), where `open_entry`'s two opens would
+    /// sections of `store/reuse.rs`), where `open_entry`'s two opens would
     /// dominate. Falls back to `open_entry` where `openat2` is missing.
     pub(crate) fn read_small(&self, path: &str, limit: u64) -> io::Result<Option<Vec<u8>>> {
         use rustix::fs::{ResolveFlags, openat2};
@@ -215,6 +250,53 @@ impl Root {
             }
         }
         Ok(out)
+    }
+
+    /// What the directory `dir` of the store holds (`""`: the root), read
+    /// through the held descriptor: each name that is UTF-8, with what
+    /// `fstatat` says of it without following links. `None` if `dir` does
+    /// not exist; a directory this process may not read is an error of
+    /// kind `PermissionDenied`. A name deleted meanwhile is left out.
+    pub(crate) fn list(&self, dir: &str) -> io::Result<Option<Vec<Listing>>> {
+        let fd = if dir.is_empty() {
+            rustix::io::dup(&*self.fd).map_err(io)?
+        } else {
+            match openat(&*self.fd, dir, DIR_FLAGS, Mode::empty()) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT) => return Ok(None),
+                Err(e) => return Err(io(e)),
+            }
+        };
+        let mut names = rustix::fs::Dir::read_from(&fd).map_err(io)?;
+        let mut out = Vec::new();
+        while let Some(entry) = names.read() {
+            let entry = entry.map_err(io)?;
+            // Not the store's (its names are ASCII), and a lossy
+            // conversion could name another file.
+            let Ok(name) = entry.file_name().to_str() else {
+                continue;
+            };
+            if name == "." || name == ".." {
+                continue;
+            }
+            let stat = match rustix::fs::statat(&fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(stat) => stat,
+                Err(Errno::NOENT) => continue,
+                Err(e) => return Err(io(e)),
+            };
+            out.push(Listing::of(name, &stat));
+        }
+        Ok(Some(out))
+    }
+
+    /// When the file `name` in the root was last modified, without
+    /// following a link; `None` if it is missing.
+    pub(crate) fn modified(&self, name: &str) -> io::Result<Option<SystemTime>> {
+        match rustix::fs::statat(&*self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) => Ok(Some(Listing::of(name, &stat).modified)),
+            Err(Errno::NOENT) => Ok(None),
+            Err(e) => Err(io(e)),
+        }
     }
 
     /// Replaces `path` atomically with `bytes`.

@@ -10,7 +10,7 @@
 //!
 //! one prefix per engine hash, beside a descriptor, optional compressed
 //! copies and tags (the full layout, numbered, is the module
-//! documentation of `src/entry.rs`; docs/store.md summarises it).
+//! documentation of `src/layout.rs`; docs/store.md summarises it).
 //!
 //! Retiring a wasmtime generation is one prefix delete
 //! ([`ArtifactStore::retain`]), and a listing says what each prefix is for.
@@ -66,24 +66,24 @@
 mod admin;
 mod attest;
 mod backend;
+mod checks;
 mod config;
 mod digest;
-mod entry;
 mod eviction;
 #[cfg(feature = "compile")]
 mod flight;
 mod fsops;
 mod inspect;
+mod layout;
 #[cfg(feature = "compile")]
 mod profile;
 mod remembered;
-mod reuse;
 mod sealed;
 mod stats;
 mod store;
 mod tag;
 
-pub use admin::{EngineDescriptor, EngineSummary, Entry, GcReport};
+pub use admin::{EngineSummary, Entry};
 pub use attest::{
     PAYLOAD_TYPE, PREDICATE_TYPE, Producer, Provenance, STATEMENT_TYPE, SigningKey, TrustedKey,
     read_statement,
@@ -94,12 +94,123 @@ pub use backend::{
 pub use config::StoreConfig;
 pub use digest::{Digest, Key};
 pub use inspect::{ArtifactInfo, FlagSetting, inspect};
+pub use layout::EngineDescriptor;
 #[cfg(feature = "compile")]
 pub use profile::{CpuProfile, HostInfo};
-pub use reuse::Verdict;
 /// The version requirements of [`StoreConfig::refused_producers`].
 pub use semver;
 pub use stats::Stats;
-pub use store::ArtifactStore;
+pub use store::{ArtifactStore, GcReport, Verdict};
 /// wasmtime's own `[cache]` settings, which [`StoreConfig::cache`] holds.
 pub use wasmtime::CacheConfig;
+
+/// The crate's modules form layers: no module names another that names it,
+/// directly or through others (`ARCHITECTURE.md` draws them). A module's
+/// edges are the `crate::<module>` paths in its files (a directory module's
+/// files count as one), comments left out.
+#[cfg(test)]
+mod layering {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::path::Path;
+
+    /// Each top-level module and the modules it names.
+    fn graph() -> BTreeMap<String, BTreeSet<String>> {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(&src).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                for inner in std::fs::read_dir(&path).unwrap() {
+                    files.push(inner.unwrap().path());
+                }
+            } else {
+                files.push(path);
+            }
+        }
+        for file in files {
+            let relative = file.strip_prefix(&src).unwrap();
+            let first = relative
+                .components()
+                .next()
+                .unwrap()
+                .as_os_str()
+                .to_str()
+                .unwrap();
+            let module = first.trim_end_matches(".rs").to_string();
+            if module == "lib" {
+                continue;
+            }
+            let text = std::fs::read_to_string(&file).unwrap();
+            let code: String = text
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("//"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            let edges = graph.entry(module.clone()).or_default();
+            let mut rest = code.as_str();
+            while let Some(at) = rest.find("crate::") {
+                rest = &rest[at + "crate::".len()..];
+                let names: Vec<&str> = if let Some(group) = rest.strip_prefix('{') {
+                    group[..group.find('}').unwrap()]
+                        .split(',')
+                        .map(|n| n.trim().split("::").next().unwrap())
+                        .collect()
+                } else {
+                    vec![
+                        rest.split(|c: char| !c.is_alphanumeric() && c != '_')
+                            .next()
+                            .unwrap(),
+                    ]
+                };
+                for name in names {
+                    if !name.is_empty() && name != module {
+                        edges.insert(name.to_string());
+                    }
+                }
+            }
+        }
+        graph
+    }
+
+    #[test]
+    fn no_module_names_a_module_that_names_it() {
+        let graph = graph();
+        // Kahn's algorithm: peel off the modules that name no module left.
+        let mut left = graph.clone();
+        let mut layers = Vec::new();
+        while !left.is_empty() {
+            let bottom: Vec<String> = left
+                .iter()
+                .filter(|(_, uses)| uses.iter().all(|u| !left.contains_key(u)))
+                .map(|(m, _)| m.clone())
+                .collect();
+            assert!(
+                !bottom.is_empty(),
+                "a cycle among these modules: {:#?}",
+                left
+            );
+            for m in &bottom {
+                left.remove(m);
+            }
+            layers.push(bottom);
+        }
+        for (n, layer) in layers.iter().enumerate() {
+            println!("layer {n}: {}", layer.join(", "));
+        }
+        // The layering ARCHITECTURE.md describes.
+        let below = |a: &str, b: &str| {
+            let at = |m: &str| {
+                layers
+                    .iter()
+                    .position(|l| l.iter().any(|x| x == m))
+                    .unwrap()
+            };
+            at(a) < at(b)
+        };
+        assert!(below("layout", "backend"));
+        assert!(below("backend", "checks"));
+        assert!(below("checks", "store"));
+        assert!(below("store", "admin"));
+    }
+}

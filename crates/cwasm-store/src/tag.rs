@@ -1,4 +1,4 @@
-//! Entry tags (layout 5 in `entry.rs`): what a keyed store writes beside
+//! Entry tags (layout 5 in `layout.rs`): what a keyed store writes beside
 //! each artifact, and how it checks one.
 //!
 //! A tag binds the key's engine hash and wasm digest, the form of the

@@ -1,4 +1,5 @@
-//! What an entry is on disk, and how one is read, checked and loaded.
+//! How an entry is read, checked and loaded: the layer between the tiers
+//! (`backend/`) and the store (`store/`).
 //!
 //! Every `unsafe` load of the store is in this module: the calls that hand
 //! bytes to wasmtime's deserialization (`Loaded::probe`,
@@ -25,64 +26,6 @@
 //! file in place meanwhile changes nothing. A remote object is streamed into
 //! sealed memory the same way. Without a key, a local hit memory-maps the
 //! file itself (the directory must then be writable by trusted users only).
-//!
-//! # Layout
-//!
-//! Every backend (a local directory, or a bucket and prefix) holds the same
-//! names. This is their one definition; the constants below spell them.
-//!
-//! 1. `<engine-hex>/`: one prefix per engine, named by the 64 lowercase hex
-//!    digits of `Engine::serialization_compatibility_hash()`
-//!    ([`prefix_engine`]). Retiring an engine generation deletes its prefix.
-//! 2. `<engine-hex>/engine.json` ([`DESCRIPTOR`]): what the prefix is for
-//!    (`EngineDescriptor`: module version string, target, first write),
-//!    read from the first artifact's own engine section. Informational: no
-//!    check trusts it.
-//! 3. `<engine-hex>/<wasm-hex>.cwasm` ([`ARTIFACT_SUFFIX`]): an artifact,
-//!    byte for byte as wasmtime wrote it, under the SHA-256 of its wasm (or a
-//!    digest the caller supplied). Only the canonical lowercase form is an
-//!    entry (`Key::from_artifact_path`). Local tiers keep artifacts raw, so
-//!    that they can be memory-mapped.
-//! 4. `<engine-hex>/<wasm-hex>.cwasm.zst` ([`ZSTD_SUFFIX`]): the same,
-//!    zstd-compressed (object stores, with `compress_remote`).
-//! 5. `<engine-hex>/<wasm-hex>.cwasm.hmac` ([`TAG_SUFFIX`]): with a key,
-//!    the raw artifact's tag, and `<wasm-hex>.cwasm.zst.hmac` the
-//!    compressed one's (stores before this kept both at the first name:
-//!    still read for a compressed object that has no tag of its own, and
-//!    written with `write_v2_tags`). A tag (`tag.rs`) is 33 bytes, `3` and the keyed BLAKE3 hash
-//!    of a domain string, the engine hash, the wasm digest, one byte saying
-//!    whether the object is compressed, and the object's bytes as stored
-//!    (v3); tags of 32 bytes, the HMAC-SHA-256 of the same fields (v2), are
-//!    still read. It is written before its artifact, so an artifact is
-//!    never visible without its tag; `gc` deletes a tag older than an hour
-//!    whose artifact is missing.
-//! 6. `.tmp-<random>` ([`TMP_PREFIX`], local tiers; in the directory of the
-//!    file being written, a prefix or the root): a write in progress. Never
-//!    read; `gc` removes a crashed writer's after an hour.
-//! 7. `.gc-stamp` ([`GC_STAMP`], in the root; local tiers): its modification
-//!    time is when eviction last ran, shared by every process using the
-//!    store.
-//! 8. `.gc-lock` ([`GC_LOCK`], in the root; local tiers): `flock`ed by a
-//!    running `gc`.
-//! 9. `<engine-hex>/engine.section` ([`SECTION`]): the engine section
-//!    every artifact of the prefix carries, byte for byte, written beside
-//!    the descriptor. Its SHA-256 is the prefix's name, so it needs no tag:
-//!    a reader hashes it and ignores it if it does not match. With it, a
-//!    host can ask wasmtime whether it would load the prefix's artifacts
-//!    without reading one (`reuse.rs`).
-//! 10. `<engine-hex>/<wasm-hex>.cwasm.intoto.json` ([`STATEMENT_SUFFIX`]):
-//!     the entry's statement (`attest.rs`): a DSSE envelope holding an
-//!     in-toto statement of the artifact's digests, wasm digest, engine
-//!     hash, producer, target and time, signed by the writer's signing key
-//!     if it had one. Written before the artifact (after its tag), copied
-//!     verbatim with a remote hit into the local tier, one per key (for both
-//!     forms: its digests are the raw artifact's). `gc` deletes one older
-//!     than an hour whose artifact is missing.
-//!
-//! Anything else is not the store's: lookups never read it, and `verify`'s
-//! caller is told of the files under prefixes (`ArtifactStore::strays`).
-//! Nothing deletes it, except that retiring a generation deletes its whole
-//! prefix.
 //!
 //! # Checks, in order, before a load
 //!
@@ -124,38 +67,20 @@
 //! object or its tag (I/O, network), or a lack of memory for the sealed
 //! copy: a miss, counted as a store error.
 
-use crate::attest;
+use crate::attest::{self, TrustedKey};
 use crate::backend::{Backend, Fetched, LocalDir, Streamed};
+use crate::config::StoreConfig;
 use crate::digest::{Digest, Key};
 use crate::fsops::{FileId, Opened};
+use crate::layout::ZSTD_SUFFIX;
 use crate::sealed::{Sealed, with_mapping};
-use crate::stats::bump;
-use crate::store::{ArtifactStore, used_long_ago};
+use crate::stats::{Counters, bump};
 use crate::tag::{self, Verdict};
 use std::sync::Arc;
 use std::time::SystemTime;
 use wasmtime::component::Component;
 use wasmtime::error::Context;
 use wasmtime::{Engine, Module, Result, bail, format_err};
-
-/// Layout 2: a prefix's descriptor.
-pub(crate) const DESCRIPTOR: &str = "engine.json";
-/// Layout 9: a prefix's engine section.
-pub(crate) const SECTION: &str = "engine.section";
-/// Layout 3: the suffix of an artifact's name.
-pub(crate) const ARTIFACT_SUFFIX: &str = ".cwasm";
-/// Layout 4: the suffix of a compressed artifact (after layout 3's).
-pub(crate) const ZSTD_SUFFIX: &str = ".zst";
-/// Layout 5: the suffix of a tag (after layout 3's).
-pub(crate) const TAG_SUFFIX: &str = ".hmac";
-/// Layout 10: the suffix of an entry's statement (after layout 3's).
-pub(crate) const STATEMENT_SUFFIX: &str = ".intoto.json";
-/// Layout 6: the start of a temporary file's name.
-pub(crate) const TMP_PREFIX: &str = ".tmp-";
-/// Layout 7: the time eviction last ran.
-pub(crate) const GC_STAMP: &str = ".gc-stamp";
-/// Layout 8: the lock a running `gc` holds.
-pub(crate) const GC_LOCK: &str = ".gc-lock";
 
 /// What the caller asked for.
 #[derive(Clone, Copy, Debug)]
@@ -203,69 +128,23 @@ enum Tag {
     Unavailable,
 }
 
-impl ArtifactStore {
-    /// Finds a usable artifact for `key`: local tier, then remote. Entries
-    /// that fail a check are evicted and counted; backend errors are logged.
-    /// The only error is a caller's: asking for a module under a component's
-    /// key, or the reverse.
-    pub(crate) fn lookup(&self, engine: &Engine, key: &Key, kind: Kind) -> Result<Option<Loaded>> {
-        let path = key.artifact_path();
-        if let Some(local) = &self.local {
-            match self.read_checked(local, key, &path, ReadFor::Load) {
-                Ok(Some((checked, used, id))) => {
-                    let again = checked.try_clone();
-                    match checked.probe(engine, kind) {
-                        Ok(loaded) => {
-                            if used_long_ago(used)
-                                && let Err(e) = local.touch(&path)
-                            {
-                                tracing::debug!(error = %format!("{e:#}"), "could not record last use");
-                            }
-                            return Ok(Some(loaded));
-                        }
-                        Err(e) => {
-                            check_kind(key, kind, again.as_ref().and_then(Loaded::precompiled))?;
-                            self.refused_by_wasmtime(local, key, &e, Checked::Local(Some(id)));
-                        }
-                    }
-                }
-                Ok(None) => {}
-                Err(rejected) => self.reject(local, key, &rejected),
-            }
-        }
-        let Some(remote) = self.remote.as_deref() else {
-            return Ok(None);
-        };
-        let (sealed, path, statement) = match self.read_remote(remote, key) {
-            Ok(Some(hit)) => (Arc::new(hit.artifact), hit.path, hit.statement),
-            Ok(None) => return Ok(None),
-            Err(rejected) => {
-                self.reject(remote, key, &rejected);
-                return Ok(None);
-            }
-        };
-        check_kind(key, kind, Engine::detect_precompiled(sealed.bytes()))?;
-        // The sealed memory that was checked is loaded in place; the local
-        // tier's copy is written from it, off the hit path.
-        match Loaded(State::Sealed(sealed.clone())).probe(engine, kind) {
-            Ok(loaded) => {
-                self.copy_to_local(key, sealed, statement);
-                Ok(Some(loaded))
-            }
-            Err(e) => {
-                self.refused_by_wasmtime(remote, key, &e, Checked::Remote(path));
-                Ok(None)
-            }
-        }
-    }
+/// What the checks need of the store: its configuration, its counters, the
+/// keys it trusts and its local tier (where a rejection deletes).
+pub(crate) struct Checker<'a> {
+    pub(crate) config: &'a StoreConfig,
+    pub(crate) counters: &'a Counters,
+    pub(crate) trust: &'a [TrustedKey],
+    pub(crate) local: Option<&'a LocalDir>,
+}
 
+impl Checker<'_> {
     /// wasmtime refused an artifact whose stamp (and tag) matched. If the
     /// refusal is the host's (a CPU feature it lacks, no memory, memory it
     /// may not make executable: a `noexec` mount, SELinux), the entry is
     /// fine for the rest of the fleet, and for this host later: a miss,
     /// nothing deleted. Only a refusal of the artifact itself (wasmtime
     /// found it damaged or incompatible) evicts it.
-    fn refused_by_wasmtime(
+    pub(crate) fn refused_by_wasmtime(
         &self,
         backend: &dyn Backend,
         key: &Key,
@@ -388,7 +267,7 @@ impl ArtifactStore {
     }
 
     /// An entry left in place and treated as a miss.
-    fn skip(&self, key: &Key, reason: &str) {
+    pub(crate) fn skip(&self, key: &Key, reason: &str) {
         bump(&self.counters.store_errors);
         tracing::warn!(engine = %key.engine, wasm = %key.wasm, reason, "not reading a stored artifact; treating it as a miss");
     }
@@ -495,7 +374,7 @@ impl ArtifactStore {
             )
             .map_err(rejected)?;
             return Ok(Some(RemoteHit {
-                artifact,
+                artifact: Arc::new(artifact),
                 path: path.clone(),
                 statement,
             }));
@@ -566,7 +445,7 @@ impl ArtifactStore {
                 return Ok(None);
             }
         };
-        let vouched = attest::check(&envelope, &self.trust, key, artifact)?;
+        let vouched = attest::check(&envelope, self.trust, key, artifact)?;
         if let Some(refused) = self
             .config
             .refused_producers
@@ -635,11 +514,18 @@ impl ArtifactStore {
 /// A remote object that passed every check.
 pub(crate) struct RemoteHit {
     /// The artifact, in sealed memory.
-    pub(crate) artifact: Sealed,
+    pub(crate) artifact: Arc<Sealed>,
     /// The object it came from (raw or compressed).
     pub(crate) path: String,
     /// Its statement, if it was read (it is copied with the hit).
     pub(crate) statement: Option<Vec<u8>>,
+}
+
+impl RemoteHit {
+    /// The checked artifact, to load.
+    pub(crate) fn checked(&self) -> Loaded {
+        Loaded(State::Sealed(self.artifact.clone()))
+    }
 }
 
 /// An artifact on its way to wasmtime: checked (an open file or sealed
@@ -669,7 +555,7 @@ impl Loaded {
     }
 
     /// Deserializes into `kind`, so failures surface inside `lookup`.
-    fn probe(self, engine: &Engine, kind: Kind) -> Result<Loaded> {
+    pub(crate) fn probe(self, engine: &Engine, kind: Kind) -> Result<Loaded> {
         // SAFETY: every `State::Open`, `State::Sealed` and `State::Bytes` is
         // either an artifact `engine` just compiled, or one that passed the
         // checks of this module: its engine section hashes to
@@ -742,7 +628,7 @@ impl Loaded {
 
     /// A second handle on the same checked artifact, for reading its kind
     /// after wasmtime refused it.
-    fn try_clone(&self) -> Option<Loaded> {
+    pub(crate) fn try_clone(&self) -> Option<Loaded> {
         Some(Loaded(match &self.0 {
             State::Open(f, len) => State::Open(f.try_clone().ok()?, *len),
             State::Sealed(s) => State::Sealed(s.clone()),
@@ -752,7 +638,7 @@ impl Loaded {
     }
 
     /// What the artifact says it is, read only when wasmtime refused it.
-    fn precompiled(&self) -> Option<wasmtime::Precompiled> {
+    pub(crate) fn precompiled(&self) -> Option<wasmtime::Precompiled> {
         match &self.0 {
             State::Open(file, len) => with_mapping(file, *len, Engine::detect_precompiled)
                 .ok()
@@ -797,7 +683,11 @@ fn refused_by_host(error: &wasmtime::Error) -> bool {
         })
 }
 
-fn check_kind(key: &Key, kind: Kind, found: Option<wasmtime::Precompiled>) -> Result<()> {
+pub(crate) fn check_kind(
+    key: &Key,
+    kind: Kind,
+    found: Option<wasmtime::Precompiled>,
+) -> Result<()> {
     use wasmtime::Precompiled;
     match (kind, found) {
         (Kind::Module, Some(Precompiled::Component)) => bail!(
@@ -909,94 +799,4 @@ fn fd_path(file: &std::fs::File) -> Option<std::path::PathBuf> {
     use std::os::fd::AsRawFd;
     let path = std::path::Path::new("/proc/thread-self/fd").join(file.as_raw_fd().to_string());
     (cfg!(target_os = "linux") && path.exists()).then_some(path)
-}
-
-/// The engine hash a top-level name stands for, if it is a prefix (layout
-/// 1: exactly 64 lowercase hex digits).
-pub(crate) fn prefix_engine(name: &str) -> Option<Digest> {
-    let lowercase = name
-        .bytes()
-        .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c));
-    if !lowercase {
-        return None;
-    }
-    name.parse::<Digest>().ok()
-}
-
-pub(crate) fn is_artifact(path: &str) -> bool {
-    key_of(path).is_some()
-}
-
-pub(crate) fn key_of(path: &str) -> Option<Key> {
-    Key::from_artifact_path(path.strip_suffix(ZSTD_SUFFIX).unwrap_or(path))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Each layout name, with its number in the module documentation.
-    const NAMES: [(u8, &str); 10] = [
-        (2, DESCRIPTOR),
-        (10, STATEMENT_SUFFIX),
-        (9, SECTION),
-        (3, ARTIFACT_SUFFIX),
-        (4, ZSTD_SUFFIX),
-        (5, TAG_SUFFIX),
-        (6, TMP_PREFIX),
-        (7, GC_STAMP),
-        (8, GC_LOCK),
-        (1, "<engine-hex>/"),
-    ];
-
-    /// The layout's one definition (this module's documentation) and its
-    /// summary in docs/store.md spell each name as the code does.
-    #[test]
-    fn the_documented_layout_is_the_code() {
-        let doc: Vec<&str> = include_str!("entry.rs")
-            .lines()
-            .take_while(|l| l.starts_with("//!"))
-            .collect();
-        let store_md = include_str!("../../../docs/store.md");
-        for (n, name) in NAMES {
-            let item = doc
-                .iter()
-                .position(|l| l.starts_with(&format!("//! {n}. ")))
-                .unwrap_or_else(|| panic!("layout item {n} is not documented"));
-            // An item's first line names the file.
-            assert!(doc[item].contains(name), "item {n} does not name `{name}`");
-            assert!(
-                store_md
-                    .lines()
-                    .any(|l| l.contains(name) && l.contains(&format!(" {n}. "))),
-                "docs/store.md does not name `{name}` as item {n}"
-            );
-        }
-    }
-
-    #[test]
-    fn entry_names_are_recognised_and_others_are_not() {
-        let key = Key {
-            engine: Digest([1; 32]),
-            wasm: Digest([2; 32]),
-        };
-        let raw = key.artifact_path();
-        assert_eq!(key_of(&raw), Some(key));
-        assert_eq!(key_of(&format!("{raw}{ZSTD_SUFFIX}")), Some(key));
-        assert!(!is_artifact(&key.tag_path()));
-        assert!(!is_artifact(&format!("{}/{DESCRIPTOR}", key.engine)));
-        assert!(!is_artifact(&format!("{}/{SECTION}", key.engine)));
-        assert!(!is_artifact(&format!("{}/{TMP_PREFIX}0123", key.engine)));
-        let engine = Digest([0xab; 32]);
-        let prefix = engine.to_string();
-        assert_eq!(prefix_engine(&prefix), Some(engine));
-        for other in [
-            prefix.to_uppercase(),
-            prefix[1..].to_string(),
-            format!("{prefix}0"),
-            format!("+{}", &prefix[1..]),
-        ] {
-            assert_eq!(prefix_engine(&other), None, "{other}");
-        }
-    }
 }

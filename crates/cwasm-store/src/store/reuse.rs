@@ -8,7 +8,7 @@
 //! (never an artifact), asks wasmtime whether this engine would load each
 //! one (`Engine::check_compatible_engine_section`), and looks the wasm up
 //! under each accepted engine in turn, best first. The lookup itself is the
-//! ordinary one under that engine's key: every check of `entry.rs` applies,
+//! ordinary one under that engine's key: every check of `checks.rs` applies,
 //! the tag (with a key) and the stamp included, and the stamp ties the
 //! artifact to the section that was accepted.
 //!
@@ -34,12 +34,13 @@
 //! time. A new engine in the store is seen at the next lookup that is not
 //! answered by a remembered choice.
 
+use super::ArtifactStore;
 use crate::backend::{Backend, Fetched};
+use crate::checks::{Kind, Loaded};
 use crate::digest::{Digest, Key};
-use crate::entry::{Kind, Loaded, SECTION};
 use crate::inspect::SectionParts;
+use crate::layout::SECTION;
 use crate::stats::bump;
-use crate::store::ArtifactStore;
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 use wasmtime::component::Component;
@@ -142,7 +143,7 @@ impl ArtifactStore {
     ///
     /// A host that can compile looks under its own engine hash first, then
     /// reuses only artifacts of its own engine built for fewer CPU
-    /// features. The module documentation of `src/reuse.rs` says which
+    /// features. The module documentation of `src/store/reuse.rs` says which
     /// engines qualify and in what order; [`Stats::reused`] counts the hits
     /// answered by another engine, and [`Stats::last_reused_engine`] names
     /// the latest.
@@ -275,7 +276,9 @@ impl ArtifactStore {
         for backend in self.backends() {
             match backend.engines() {
                 Ok(engines) => all.extend(engines),
-                Err(e) => self.store_error("could not list the store's engines", &e),
+                Err(e) => self
+                    .checker()
+                    .store_error("could not list the store's engines", &e),
             }
         }
         all.sort();
@@ -362,7 +365,8 @@ impl ArtifactStore {
             }
             Ok(None) => None,
             Err(e) => {
-                self.store_error("could not read an engine section", &e);
+                self.checker()
+                    .store_error("could not read an engine section", &e);
                 None
             }
         }

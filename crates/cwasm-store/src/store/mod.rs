@@ -1,22 +1,34 @@
 //! The store itself: `ArtifactStore`, its lookups (`get_or_compile_*`, by
-//! bytes or by file) and its writes. Reading and checking an entry, and
-//! loading it, is in `entry.rs`; listing, verifying and eviction in
-//! `admin.rs`.
+//! bytes or by file) and its writes. Built on the checks (`checks.rs`),
+//! which read, check and load one entry; `admin.rs` (listing, verifying,
+//! retiring) is built on it.
+//!
+//! - `lookup.rs`: the tiers in order, and the checker they use;
+//! - `reuse.rs`: other engines' artifacts this engine accepts;
+//! - `gc.rs`: eviction around its policy (`eviction.rs`).
 
-use crate::admin::describe;
+mod gc;
+mod lookup;
+mod reuse;
+
+pub use gc::GcReport;
+pub(crate) use reuse::Choices;
+pub use reuse::Verdict;
+
 use crate::attest::{self, TrustedKey};
 use crate::backend::Fetched;
-use crate::backend::{Backend, LocalDir, ObjectStoreBackend};
+use crate::backend::{self, Backend, LocalDir, Opens};
+#[cfg(feature = "compile")]
+use crate::checks::{Kind, Loaded};
+use crate::checks::{ReadFor, ZSTD_WINDOW_LOG_MAX};
 use crate::config::StoreConfig;
 use crate::digest::{Digest, Key};
-use crate::entry::{DESCRIPTOR, ReadFor, SECTION, ZSTD_SUFFIX, ZSTD_WINDOW_LOG_MAX, is_artifact};
 #[cfg(feature = "compile")]
-use crate::entry::{Kind, Loaded};
-#[cfg(feature = "compile")]
-use crate::flight::{ErrorChain, Flight, Landing};
+use crate::flight::{ErrorChain, Flight, FlightGuard, Inflight};
 use crate::inspect::engine_section;
+use crate::layout::describe;
+use crate::layout::{DESCRIPTOR, SECTION, ZSTD_SUFFIX, is_artifact};
 use crate::remembered::{FileStamp, Remembered};
-use crate::reuse::Choices;
 use crate::sealed::Sealed;
 use crate::stats::{Counters, Stats, bump};
 use crate::tag;
@@ -46,7 +58,7 @@ pub struct ArtifactStore {
     pub(crate) config: StoreConfig,
     pub(crate) counters: Arc<Counters>,
     #[cfg(feature = "compile")]
-    pub(crate) inflight: Mutex<HashMap<Key, Arc<Flight>>>,
+    pub(crate) inflight: Inflight,
     /// Copies of remote hits being written into the local tier.
     copies: Mutex<Vec<std::thread::JoinHandle<()>>>,
     remembered: Remembered,
@@ -79,12 +91,9 @@ impl ArtifactStore {
     /// (`s3://bucket/prefix`, ...). An object store gets no local tier; use
     /// [`ArtifactStore::new`] to put one in front.
     pub fn open_location(location: &str, config: StoreConfig) -> Result<ArtifactStore> {
-        if location.contains("://") && !location.starts_with("file://") {
-            let remote = ObjectStoreBackend::open(location)?;
-            ArtifactStore::new(None, Some(Box::new(remote)), config)
-        } else {
-            let dir = location.strip_prefix("file://").unwrap_or(location);
-            ArtifactStore::new(Some(LocalDir::new(dir)?), None, config)
+        match backend::open(location)? {
+            Opens::Local(local) => ArtifactStore::new(Some(local), None, config),
+            Opens::Remote(remote) => ArtifactStore::new(None, Some(remote), config),
         }
     }
 
@@ -173,7 +182,7 @@ impl ArtifactStore {
         self.get_or_compile(engine, &key, Kind::Module, || {
             engine.precompile_module(wasm)
         })
-        // Safe: a `Loaded` is compiled or checked (entry.rs).
+        // Safe: a `Loaded` is compiled or checked (checks.rs).
         .and_then(|loaded| loaded.into_module(engine))
     }
 
@@ -351,7 +360,7 @@ impl ArtifactStore {
             bump(&self.counters.hits);
             return Ok(loaded);
         }
-        // Another engine's artifact this one may reuse (src/reuse.rs): its
+        // Another engine's artifact this one may reuse (`reuse.rs`): its
         // own, for fewer CPU features. A hit is counted there.
         if self.config.reuse_cpu_subsets
             && let Some(loaded) = self.lookup_reused(engine, key.wasm, kind)?
@@ -383,8 +392,8 @@ impl ArtifactStore {
         }
         // Whatever happens below, a panic included, the waiters are
         // answered and the slot is freed.
-        let mut landing = Landing {
-            store: self,
+        let mut landing = FlightGuard {
+            inflight: &self.inflight,
             key,
             flight: &flight,
             result: None,
@@ -478,7 +487,10 @@ impl ArtifactStore {
     pub fn get(&self, key: &Key) -> Result<Option<Vec<u8>>> {
         let path = key.artifact_path();
         if let Some(local) = &self.local {
-            match self.read_checked(local, key, &path, ReadFor::Bytes) {
+            match self
+                .checker()
+                .read_checked(local, key, &path, ReadFor::Bytes)
+            {
                 Ok(Some((checked, used, _))) => {
                     // Read for its bytes, a hit is the checked bytes.
                     if let Some(bytes) = checked.into_bytes() {
@@ -490,19 +502,19 @@ impl ArtifactStore {
                     }
                 }
                 Ok(None) => {}
-                Err(rejected) => self.reject(local, key, &rejected),
+                Err(rejected) => self.checker().reject(local, key, &rejected),
             }
         }
         if let Some(remote) = self.remote.as_deref() {
-            match self.read_remote(remote, key) {
+            match self.checker().read_remote(remote, key) {
                 Ok(Some(hit)) => {
                     bump(&self.counters.hits);
                     let bytes = hit.artifact.bytes().to_vec();
-                    self.copy_to_local(key, Arc::new(hit.artifact), hit.statement);
+                    self.copy_to_local(key, hit.artifact, hit.statement);
                     return Ok(Some(bytes));
                 }
                 Ok(None) => {}
-                Err(rejected) => self.reject(remote, key, &rejected),
+                Err(rejected) => self.checker().reject(remote, key, &rejected),
             }
         }
         bump(&self.counters.misses);
