@@ -1,24 +1,12 @@
 //! The `cwasm` binary, driven as an operator would: real files, a real
 //! store directory, exit codes and JSON.
 
+mod cli_support;
 mod common;
 
-use assert_cmd::Command;
+use cli_support::{cwasm, json, stdout, walk};
 use common::{MODULE_WAT, hex};
 use wasmtime::{Config, Engine, OptLevel};
-
-fn cwasm() -> Command {
-    Command::cargo_bin("cwasm").unwrap()
-}
-
-fn stdout(cmd: &mut Command) -> String {
-    let out = cmd.assert().success().get_output().stdout.clone();
-    String::from_utf8(out).unwrap()
-}
-
-fn json(cmd: &mut Command) -> serde_json::Value {
-    serde_json::from_str(&stdout(cmd)).unwrap()
-}
 
 #[test]
 fn hash_matches_the_library() {
@@ -224,11 +212,18 @@ fn inspect_artifacts_and_non_artifacts() {
     assert!(err.contains("not a wasmtime artifact"), "{err}");
 }
 
-#[test]
-fn compile_ls_verify_gc() {
+/// A store with two engine generations: three modules and a component
+/// compiled by the default engine, and one module by an `opt-level=0` one.
+struct TwoGenerations {
+    dir: tempfile::TempDir,
+    store: String,
+    /// The default engine's hash: its prefix holds four entries.
+    default_hash: String,
+}
+
+fn two_generations() -> TwoGenerations {
     let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    let store = store.to_str().unwrap();
+    let store = dir.path().join("store").to_str().unwrap().to_string();
     let mut files = Vec::new();
     for i in 0..3 {
         let f = dir.path().join(format!("m{i}.wat"));
@@ -247,7 +242,7 @@ fn compile_ls_verify_gc() {
         cwasm()
             .arg("compile")
             .args(&files)
-            .args(["--store", store, "--json"]),
+            .args(["--store", &store, "--json"]),
     );
     let out = out.as_array().unwrap();
     assert_eq!(out.len(), 4);
@@ -258,70 +253,92 @@ fn compile_ls_verify_gc() {
         cwasm()
             .arg("compile")
             .args(&files[..1])
-            .args(["--store", store]),
+            .args(["--store", &store]),
     );
     assert!(text.starts_with("compiled "), "{text}");
-
     // A second engine generation.
     cwasm()
         .arg("compile")
         .args(&files[..1])
-        .args(["--store", store, "-O", "opt-level=0"])
+        .args(["--store", &store, "-O", "opt-level=0"])
         .assert()
         .success();
-    let ls = json(cwasm().args(["ls", "--store", store, "--json"]));
-    let ls = ls.as_array().unwrap();
-    assert_eq!(ls.len(), 2);
     let default_hash = hex(&Engine::default()
         .serialization_compatibility_hash()
         .unwrap());
+    TwoGenerations {
+        dir,
+        store,
+        default_hash,
+    }
+}
+
+impl TwoGenerations {
+    /// How many engine prefixes `ls` lists.
+    fn generations(&self) -> usize {
+        json(cwasm().args(["ls", "--store", &self.store, "--json"]))
+            .as_array()
+            .unwrap()
+            .len()
+    }
+}
+
+#[test]
+fn compile_and_ls_show_each_generation() {
+    let store = two_generations();
+    let ls = json(cwasm().args(["ls", "--store", &store.store, "--json"]));
+    let ls = ls.as_array().unwrap();
+    assert_eq!(ls.len(), 2);
     let ours = ls
         .iter()
-        .find(|e| e["engine"] == default_hash.as_str())
+        .find(|e| e["engine"] == store.default_hash.as_str())
         .unwrap();
     assert_eq!(ours["entries"], 4);
     assert_eq!(ours["descriptor"]["wasmtime_version"], "48");
-    assert!(stdout(cwasm().args(["ls", "--store", store])).contains("wasmtime 48"));
+    assert!(stdout(cwasm().args(["ls", "--store", &store.store])).contains("wasmtime 48"));
+}
 
-    // verify: clean, then one corrupted entry gives exit 3 and names it.
-    cwasm().args(["verify", "--store", store]).assert().code(0);
-    let victim = std::fs::read_dir(dir.path().join("store").join(&default_hash))
+/// `verify`: clean, then one corrupted entry gives exit 3 and names it.
+#[test]
+fn verify_names_a_bad_entry_and_exits_3() {
+    let store = two_generations();
+    cwasm()
+        .args(["verify", "--store", &store.store])
+        .assert()
+        .code(0);
+    let victim = std::fs::read_dir(store.dir.path().join("store").join(&store.default_hash))
         .unwrap()
         .map(|e| e.unwrap().path())
         .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
         .unwrap();
     std::fs::write(&victim, b"not an artifact").unwrap();
-    let out = cwasm().args(["verify", "--store", store]).assert().code(3);
+    let out = cwasm()
+        .args(["verify", "--store", &store.store])
+        .assert()
+        .code(3);
     let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
     let stem = victim.file_stem().unwrap().to_str().unwrap();
     assert!(
         text.contains(stem) && text.contains("5 entries checked, 1 bad, 0 stray objects"),
         "{text}"
     );
+}
 
-    // gc --keep: a dry run first, then for real.
-    let text = stdout(cwasm().args(["gc", "--store", store, "--dry-run", "--keep", &default_hash]));
+/// `gc --keep` retires the other generations (a dry run first), then `gc`
+/// applies the limits of a wasmtime cache config file.
+#[test]
+fn gc_retires_generations_and_applies_cache_limits() {
+    let store = two_generations();
+    let (dir, hash) = (&store.dir, &store.default_hash);
+    let text = stdout(cwasm().args(["gc", "--store", &store.store, "--dry-run", "--keep", hash]));
     assert!(text.contains("would drop engine"), "{text}");
-    assert_eq!(
-        json(cwasm().args(["ls", "--store", store, "--json"]))
-            .as_array()
-            .unwrap()
-            .len(),
-        2
-    );
+    assert_eq!(store.generations(), 2);
     cwasm()
-        .args(["gc", "--store", store, "--keep", &default_hash])
+        .args(["gc", "--store", &store.store, "--keep", hash])
         .assert()
         .success();
-    assert_eq!(
-        json(cwasm().args(["ls", "--store", store, "--json"]))
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(store.generations(), 1);
 
-    // gc with limits from a wasmtime cache config file.
     let config = dir.path().join("cache.toml");
     std::fs::write(
         &config,
@@ -330,7 +347,7 @@ fn compile_ls_verify_gc() {
     .unwrap();
     let out = json(
         cwasm()
-            .args(["gc", "--store", store, "--json", "--cache-config"])
+            .args(["gc", "--store", &store.store, "--json", "--cache-config"])
             .arg(&config)
             // wasmtime fills a file's missing `directory` with its own cache
             // directory, and creates it: keep that out of the real one.
@@ -341,7 +358,7 @@ fn compile_ls_verify_gc() {
         3,
         "{out}"
     );
-    let ls = json(cwasm().args(["ls", "--store", store, "--json"]));
+    let ls = json(cwasm().args(["ls", "--store", &store.store, "--json"]));
     assert_eq!(ls[0]["entries"], 1);
 }
 
@@ -558,73 +575,113 @@ fn credentials_and_escape_sequences_never_reach_the_terminal() {
     assert!(stderr.contains("\\u{1b}"), "{stderr:?}");
 }
 
-/// A build farm signs with `cwasm keygen`'s key, a host verifies with the
-/// public one, and OpenSSL, which we did not write, agrees: it reads both
-/// key files and checks the DSSE signature over the statement whose
-/// subject is the artifact's SHA-256.
-#[test]
-fn a_farm_signs_hosts_verify_and_openssl_agrees() {
-    use base64::Engine as _;
-    use base64::prelude::BASE64_STANDARD;
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
-    let path = |name: &str| dir.path().join(name);
-    let store = path("store");
-    let store = store.to_str().unwrap();
-    let wat = path("m.wat");
-    std::fs::write(&wat, MODULE_WAT).unwrap();
+/// A build farm's keys (`cwasm keygen`: `farm` and `rogue`) and a store
+/// holding one module the farm compiled for `x86-64-v1` and signed.
+struct Farm {
+    dir: tempfile::TempDir,
+    /// The entry's artifact, and its statement beside it.
+    entry: std::path::PathBuf,
+    statement: std::path::PathBuf,
+}
 
-    cwasm()
-        .args(["keygen"])
-        .arg(path("farm"))
-        .assert()
-        .success();
-    cwasm()
-        .args(["keygen"])
-        .arg(path("rogue"))
-        .assert()
-        .success();
-    let mode = std::fs::metadata(path("farm.key"))
+impl Farm {
+    fn new() -> Farm {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("m.wat"), MODULE_WAT).unwrap();
+        for name in ["farm", "rogue"] {
+            cwasm()
+                .arg("keygen")
+                .arg(dir.path().join(name))
+                .assert()
+                .success();
+        }
+        let mut farm = Farm {
+            dir,
+            entry: Default::default(),
+            statement: Default::default(),
+        };
+        cwasm()
+            .arg("compile")
+            .arg(farm.path("m.wat"))
+            .args(["--store", &farm.store(), "--cpu", "x86-64-v1", "--sign-key"])
+            .arg(farm.path("farm.key"))
+            .assert()
+            .success();
+        farm.entry = walk(&farm.path("store"))
+            .into_iter()
+            .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
+            .unwrap();
+        farm.statement = farm.entry.with_extension("cwasm.intoto.json");
+        farm
+    }
+
+    fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn store(&self) -> String {
+        self.path("store").to_str().unwrap().to_string()
+    }
+
+    /// `openssl args...`, run in the farm's directory.
+    fn openssl(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .expect("openssl runs")
+    }
+
+    /// `cwasm verify` of the store with `key` trusted: its exit status.
+    fn verify(&self, store: &str, key: &str) -> i32 {
+        let out = cwasm()
+            .args(["verify", "--store", store, "--trusted-key"])
+            .arg(self.path(key))
+            .output()
+            .unwrap();
+        out.status.code().unwrap()
+    }
+}
+
+/// `cwasm keygen` writes a private key only its user may read, never over
+/// another, and OpenSSL, which we did not write, reads it and derives the
+/// same public key.
+#[test]
+fn keygen_writes_keys_openssl_reads() {
+    use std::os::unix::fs::PermissionsExt;
+    let farm = Farm::new();
+    let mode = std::fs::metadata(farm.path("farm.key"))
         .unwrap()
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
-    // Never overwrites a key.
     cwasm()
-        .args(["keygen"])
-        .arg(path("farm"))
+        .arg("keygen")
+        .arg(farm.path("farm"))
         .assert()
         .failure();
-    let openssl = |args: &[&str]| {
-        std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir.path())
-            .output()
-            .expect("openssl runs")
-    };
-    let derived = openssl(&["pkey", "-in", "farm.key", "-pubout"]);
+    let derived = farm.openssl(&["pkey", "-in", "farm.key", "-pubout"]);
     assert!(derived.status.success());
     assert_eq!(
         String::from_utf8(derived.stdout).unwrap(),
-        std::fs::read_to_string(path("farm.pub")).unwrap()
+        std::fs::read_to_string(farm.path("farm.pub")).unwrap()
     );
+}
 
-    cwasm()
-        .arg("compile")
-        .arg(&wat)
-        .args(["--store", store, "--cpu", "x86-64-v1", "--sign-key"])
-        .arg(path("farm.key"))
-        .assert()
-        .success();
-    let entry = walk(dir.path().join("store").as_path())
-        .into_iter()
-        .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
-        .unwrap();
-    let artifact = std::fs::read(&entry).unwrap();
-    let statement_file = entry.with_extension("cwasm.intoto.json");
+/// The statement is a DSSE envelope of an in-toto statement whose subject
+/// is the artifact's SHA-256, and OpenSSL verifies its signature over
+/// DSSE's pre-authentication encoding (spelled out here from the spec) with
+/// the farm's public key, and no other, and not over a changed message.
+#[test]
+fn openssl_verifies_the_statement_of_a_signed_entry() {
+    use base64::Engine as _;
+    use base64::prelude::BASE64_STANDARD;
+    let farm = Farm::new();
+    let artifact = std::fs::read(&farm.entry).unwrap();
     let envelope: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&statement_file).unwrap()).unwrap();
-    assert_eq!(envelope["payloadType"], "application/vnd.in-toto+json");
+        serde_json::from_slice(&std::fs::read(&farm.statement).unwrap()).unwrap();
+    let payload_type = "application/vnd.in-toto+json";
+    assert_eq!(envelope["payloadType"], payload_type);
     let payload = BASE64_STANDARD
         .decode(envelope["payload"].as_str().unwrap())
         .unwrap();
@@ -635,8 +692,6 @@ fn a_farm_signs_hosts_verify_and_openssl_agrees() {
         hex(&common::sha256(&artifact)).as_str()
     );
     assert_eq!(statement["predicate"]["producer"]["profile"], "x86-64-v1");
-    // DSSE's pre-authentication encoding, spelled out here from the spec.
-    let payload_type = "application/vnd.in-toto+json";
     let mut pae = format!(
         "DSSEv1 {} {payload_type} {} ",
         payload_type.len(),
@@ -647,10 +702,10 @@ fn a_farm_signs_hosts_verify_and_openssl_agrees() {
     let sig = BASE64_STANDARD
         .decode(envelope["signatures"][0]["sig"].as_str().unwrap())
         .unwrap();
-    std::fs::write(path("pae.bin"), &pae).unwrap();
-    std::fs::write(path("sig.bin"), &sig).unwrap();
+    std::fs::write(farm.path("pae.bin"), &pae).unwrap();
+    std::fs::write(farm.path("sig.bin"), &sig).unwrap();
     let verify = |key: &str| {
-        openssl(&[
+        farm.openssl(&[
             "pkeyutl", "-verify", "-pubin", "-inkey", key, "-rawin", "-in", "pae.bin", "-sigfile",
             "sig.bin",
         ])
@@ -660,18 +715,19 @@ fn a_farm_signs_hosts_verify_and_openssl_agrees() {
     assert!(verify("farm.pub"), "OpenSSL rejects the farm's signature");
     assert!(!verify("rogue.pub"));
     pae[20] ^= 1;
-    std::fs::write(path("pae.bin"), &pae).unwrap();
+    std::fs::write(farm.path("pae.bin"), &pae).unwrap();
     assert!(!verify("farm.pub"), "OpenSSL accepts a changed message");
+}
 
-    // Hosts: the farm's public key verifies, another does not.
-    cwasm()
-        .args(["verify", "--store", store, "--trusted-key"])
-        .arg(path("farm.pub"))
-        .assert()
-        .code(0);
+/// Hosts verify with the farm's public key (`verify`, `inspect`), and
+/// refuse another's; keys OpenSSL made sign and verify too.
+#[test]
+fn hosts_verify_with_the_farms_public_key_only() {
+    let farm = Farm::new();
+    assert_eq!(farm.verify(&farm.store(), "farm.pub"), 0);
     let out = cwasm()
-        .args(["verify", "--store", store, "--trusted-key"])
-        .arg(path("rogue.pub"))
+        .args(["verify", "--store", &farm.store(), "--trusted-key"])
+        .arg(farm.path("rogue.pub"))
         .assert()
         .code(3);
     let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
@@ -679,9 +735,9 @@ fn a_farm_signs_hosts_verify_and_openssl_agrees() {
     let shown = json(
         cwasm()
             .arg("inspect")
-            .arg(&entry)
+            .arg(&farm.entry)
             .arg("--trusted-key")
-            .arg(path("farm.pub"))
+            .arg(farm.path("farm.pub"))
             .arg("--json"),
     );
     assert_eq!(
@@ -691,58 +747,38 @@ fn a_farm_signs_hosts_verify_and_openssl_agrees() {
     assert!(shown["statement"]["verified_by"].is_string(), "{shown}");
     cwasm()
         .arg("inspect")
-        .arg(&entry)
+        .arg(&farm.entry)
         .arg("--trusted-key")
-        .arg(path("rogue.pub"))
+        .arg(farm.path("rogue.pub"))
         .assert()
         .failure();
 
-    // Keys OpenSSL made sign and verify too.
-    assert!(
-        openssl(&["genpkey", "-algorithm", "ed25519", "-out", "o.key"])
-            .status
-            .success()
-    );
-    assert!(
-        openssl(&["pkey", "-in", "o.key", "-pubout", "-out", "o.pub"])
-            .status
-            .success()
-    );
-    let other = path("other");
+    let genpkey = farm.openssl(&["genpkey", "-algorithm", "ed25519", "-out", "o.key"]);
+    assert!(genpkey.status.success());
+    let pubout = farm.openssl(&["pkey", "-in", "o.key", "-pubout", "-out", "o.pub"]);
+    assert!(pubout.status.success());
+    let other = farm.path("other");
     let other = other.to_str().unwrap();
     cwasm()
         .arg("compile")
-        .arg(&wat)
+        .arg(farm.path("m.wat"))
         .args(["--store", other, "--sign-key"])
-        .arg(path("o.key"))
+        .arg(farm.path("o.key"))
         .assert()
         .success();
-    for (key, code) in [("o.pub", 0), ("farm.pub", 3)] {
-        cwasm()
-            .args(["verify", "--store", other, "--trusted-key"])
-            .arg(path(key))
-            .assert()
-            .code(code);
-    }
-
-    // Provenance: listed, and a release's entries removed by version.
-    assert!(stdout(cwasm().args(["ls", "--store", store])).contains("1 by 48.0.8"));
-    let gc = |req: &str| stdout(cwasm().args(["gc", "--store", store, "--produced-by", req]));
-    assert!(gc("<48.0.8").contains("removed 0 entries"));
-    assert!(gc("<49").contains("removed 1 entries"));
-    assert!(!entry.exists() && !statement_file.exists());
+    assert_eq!(farm.verify(other, "o.pub"), 0);
+    assert_eq!(farm.verify(other, "farm.pub"), 3);
 }
 
-/// Every file under `dir`.
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
+/// Provenance: `ls` counts entries by producer, and `gc --produced-by`
+/// removes a release's entries, statements included.
+#[test]
+fn gc_removes_the_entries_of_a_release() {
+    let farm = Farm::new();
+    let store = farm.store();
+    assert!(stdout(cwasm().args(["ls", "--store", &store])).contains("1 by 48.0.8"));
+    let gc = |req: &str| stdout(cwasm().args(["gc", "--store", &store, "--produced-by", req]));
+    assert!(gc("<48.0.8").contains("removed 0 entries"));
+    assert!(gc("<49").contains("removed 1 entries"));
+    assert!(!farm.entry.exists() && !farm.statement.exists());
 }

@@ -4,26 +4,14 @@
 //! store hit on an engine configured from the same profile. The other kind of
 //! machine is simulated: this host's own file with features taken away.
 
+mod cli_support;
 mod common;
 
-use assert_cmd::Command;
+use cli_support::{cwasm, stdout, write_json};
 use common::{MODULE_WAT, run_module};
 use cwasm_store::{ArtifactStore, CpuProfile, HostInfo, Key, LocalDir, StoreConfig};
 use std::path::Path;
 use wasmtime::{Config, Engine};
-
-fn cwasm() -> Command {
-    Command::cargo_bin("cwasm").unwrap()
-}
-
-fn stdout(cmd: &mut Command) -> String {
-    let out = cmd.assert().success().get_output().stdout.clone();
-    String::from_utf8(out).unwrap()
-}
-
-fn write_json(path: &Path, value: &impl serde::Serialize) {
-    std::fs::write(path, serde_json::to_string_pretty(value).unwrap()).unwrap();
-}
 
 /// This host, as `cwasm host --json` reports it, checked against the library.
 fn this_host() -> HostInfo {
@@ -60,57 +48,10 @@ fn weaker(host: &HostInfo, marker: &str) -> HostInfo {
 #[test]
 fn host_baseline_compile_and_store_hit() {
     let dir = tempfile::tempdir().unwrap();
-    let a = this_host();
-    // x86: AVX and wider off; aarch64: LSE off.
-    let marker = if a.target.starts_with("x86_64") {
-        "avx"
-    } else {
-        "lse"
-    };
-    let b = weaker(&a, marker);
-    let (a_path, b_path) = (dir.path().join("a.json"), dir.path().join("b.json"));
-    write_json(&a_path, &a);
-    write_json(&b_path, &b);
-
-    let profile_path = dir.path().join("fleet.toml");
-    let out: serde_json::Value = serde_json::from_str(&stdout(
-        cwasm()
-            .arg("baseline")
-            .args([&a_path, &b_path])
-            .arg("--write")
-            .arg(&profile_path)
-            .arg("--json"),
-    ))
-    .unwrap();
-    let hash = out["engine_hash"].as_str().unwrap().to_string();
-
-    // The baseline is what both have: every feature on where both have it.
-    let profile = CpuProfile::from_file(&profile_path).unwrap();
-    assert_eq!(profile.target, a.target);
-    assert_eq!(profile.flags.len(), a.flags.len());
-    for (name, value) in &profile.flags {
-        let expected = match (a.flags[name].as_str(), b.flags[name].as_str()) {
-            ("true", "true") => "true",
-            ("true" | "false", "true" | "false") => "false",
-            (same, _) => same,
-        };
-        assert_eq!(value, expected, "{name}");
-    }
-    // Both kinds of machine, configured from the profile, get one hash; so
-    // do the printed flags, given to `cwasm hash`.
-    assert_eq!(profile.engine_hash().unwrap().to_string(), hash);
-    let flags: Vec<String> = out["flags"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f.as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(stdout(cwasm().arg("hash").args(&flags)).trim(), hash);
-    assert_ne!(
-        Some(&hash),
-        a.engine_hash.map(|h| h.to_string()).as_ref(),
-        "the simulated host changed nothing"
-    );
+    let fleet = baseline_of_two_hosts(dir.path());
+    let (profile, hash) = (&fleet.profile, &fleet.hash);
+    // Both kinds of machine, configured from the profile, get one hash.
+    assert_eq!(profile.engine_hash().unwrap().to_string(), *hash);
 
     // The build farm compiles with the profile ...
     let wat = dir.path().join("answer.wat");
@@ -123,7 +64,7 @@ fn host_baseline_compile_and_store_hit() {
             .arg("--store")
             .arg(&store_dir)
             .arg("--profile")
-            .arg(&profile_path)
+            .arg(&fleet.profile_path)
             .arg("--json"),
     ))
     .unwrap();
@@ -147,6 +88,71 @@ fn host_baseline_compile_and_store_hit() {
     let key = Key::new(&engine, MODULE_WAT.as_bytes()).unwrap();
     let artifact = store.get(&key).unwrap().expect("the compiled entry");
     assert_eq!(run_module(&engine, &artifact).unwrap(), 42);
+}
+
+/// The baseline `cwasm baseline --write` computed for this host and a
+/// weaker one.
+struct Baseline {
+    profile_path: std::path::PathBuf,
+    profile: CpuProfile,
+    /// The engine hash `baseline` printed.
+    hash: String,
+}
+
+/// `cwasm host --json` for this host and a weaker one (x86: AVX and wider
+/// off; aarch64: LSE off), then `cwasm baseline` of the two, checked: the
+/// baseline has every feature both have, and the flags it prints give its
+/// hash.
+fn baseline_of_two_hosts(dir: &Path) -> Baseline {
+    let a = this_host();
+    let marker = if a.target.starts_with("x86_64") {
+        "avx"
+    } else {
+        "lse"
+    };
+    let b = weaker(&a, marker);
+    let (a_path, b_path) = (dir.join("a.json"), dir.join("b.json"));
+    write_json(&a_path, &a);
+    write_json(&b_path, &b);
+    let profile_path = dir.join("fleet.toml");
+    let out: serde_json::Value = serde_json::from_str(&stdout(
+        cwasm()
+            .arg("baseline")
+            .args([&a_path, &b_path])
+            .arg("--write")
+            .arg(&profile_path)
+            .arg("--json"),
+    ))
+    .unwrap();
+    let hash = out["engine_hash"].as_str().unwrap().to_string();
+    let profile = CpuProfile::from_file(&profile_path).unwrap();
+    assert_eq!(profile.target, a.target);
+    assert_eq!(profile.flags.len(), a.flags.len());
+    for (name, value) in &profile.flags {
+        let expected = match (a.flags[name].as_str(), b.flags[name].as_str()) {
+            ("true", "true") => "true",
+            ("true" | "false", "true" | "false") => "false",
+            (same, _) => same,
+        };
+        assert_eq!(value, expected, "{name}");
+    }
+    let flags: Vec<String> = out["flags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(stdout(cwasm().arg("hash").args(&flags)).trim(), hash);
+    assert_ne!(
+        Some(&hash),
+        a.engine_hash.map(|h| h.to_string()).as_ref(),
+        "the simulated host changed nothing"
+    );
+    Baseline {
+        profile_path,
+        profile,
+        hash,
+    }
 }
 
 #[test]

@@ -19,7 +19,7 @@ mod common;
 
 use common::ENGINE_SECTION;
 use cwasm_test_support::probes::{PROBES, Probe};
-use cwasm_test_support::settings::{Class, file_name, settings};
+use cwasm_test_support::settings::{Class, Setting, Variant, file_name, settings};
 use cwasm_test_support::{DEFAULT, config, labelled_variants, precompile, run};
 use object::{Object, ObjectSection};
 use std::collections::{BTreeMap, BTreeSet};
@@ -147,57 +147,7 @@ fn no_setting_changes_code_behind_the_hash() {
     for setting in settings() {
         let mut seen = SettingSeen::default();
         for variant in &setting.variants {
-            let config = config(Some(variant)).expect("variant applies");
-            let observed = match observe(&config) {
-                Ok(observed) => observed,
-                Err(e) => {
-                    eprintln!("{}: no engine: {e}", variant.label);
-                    continue;
-                }
-            };
-            seen.built += 1;
-            let hash = observed.hash != default.hash;
-            let upstream = observed.upstream != default.upstream;
-            let code = code_changes(&default, &observed);
-            if !hash && upstream {
-                failures.push(format!(
-                    "HOLE `{}`: upstream's precompile_compatibility_hash changes, ours does not",
-                    variant.label
-                ));
-            }
-            if !hash && !code.is_empty() {
-                failures.push(format!(
-                    "HOLE `{}`: the compiled code of {code:?} changes, our hash does not",
-                    variant.label
-                ));
-            }
-            // Equal hashes must mean interchangeable artifacts: the default
-            // engine's artifacts load and run in this one (equal hashes mean
-            // an equal target, this host).
-            if !hash {
-                let engine = Engine::new(&config).expect("built above");
-                for (probe, artifact) in PROBES.iter().zip(&default.artifacts) {
-                    let artifact = artifact.as_ref().expect("default compiles every probe");
-                    // SAFETY: an artifact of wasmtime's, from this process.
-                    match unsafe { run(&engine, probe, artifact) } {
-                        Ok(answer) if answer == probe.answer => {}
-                        Err(e)
-                            if HOST_CHECK_ONLY.contains(&setting.name)
-                                && format!("{e:#}").contains("native host") => {}
-                        Ok(answer) => failures.push(format!(
-                            "`{}`: equal hash, but the default's `{}` returns {answer}",
-                            variant.label, probe.name
-                        )),
-                        Err(e) => failures.push(format!(
-                            "`{}`: equal hash, but the default's `{}` fails: {e:#}",
-                            variant.label, probe.name
-                        )),
-                    }
-                }
-            }
-            seen.hash |= hash;
-            seen.upstream |= upstream;
-            seen.code |= !code.is_empty();
+            judge_variant(&default, &setting, variant, &mut seen, &mut failures);
         }
         let observed = match (&seen, setting.class) {
             (_, Class::NotApplicable) => Class::NotApplicable,
@@ -226,6 +176,79 @@ fn no_setting_changes_code_behind_the_hash() {
     }
     eprintln!("{}", table.join("\n"));
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+/// Builds an engine with one variant of a setting and compares it with the
+/// default: a hole is a change of upstream's key or of the compiled code
+/// that our hash misses. Records what changed in `seen`.
+fn judge_variant(
+    default: &Observed,
+    setting: &Setting,
+    variant: &Variant,
+    seen: &mut SettingSeen,
+    failures: &mut Vec<String>,
+) {
+    let config = config(Some(variant)).expect("variant applies");
+    let observed = match observe(&config) {
+        Ok(observed) => observed,
+        Err(e) => {
+            eprintln!("{}: no engine: {e}", variant.label);
+            return;
+        }
+    };
+    seen.built += 1;
+    let hash = observed.hash != default.hash;
+    let upstream = observed.upstream != default.upstream;
+    let code = code_changes(default, &observed);
+    if !hash && upstream {
+        failures.push(format!(
+            "HOLE `{}`: upstream's precompile_compatibility_hash changes, ours does not",
+            variant.label
+        ));
+    }
+    if !hash && !code.is_empty() {
+        failures.push(format!(
+            "HOLE `{}`: the compiled code of {code:?} changes, our hash does not",
+            variant.label
+        ));
+    }
+    if !hash {
+        let engine = Engine::new(&config).expect("built above");
+        equal_hash_runs_the_defaults(default, setting, variant, &engine, failures);
+    }
+    seen.hash |= hash;
+    seen.upstream |= upstream;
+    seen.code |= !code.is_empty();
+}
+
+/// Equal hashes must mean interchangeable artifacts: the default engine's
+/// artifacts load and run in `engine` (equal hashes mean an equal target,
+/// this host).
+fn equal_hash_runs_the_defaults(
+    default: &Observed,
+    setting: &Setting,
+    variant: &Variant,
+    engine: &Engine,
+    failures: &mut Vec<String>,
+) {
+    for (probe, artifact) in PROBES.iter().zip(&default.artifacts) {
+        let artifact = artifact.as_ref().expect("default compiles every probe");
+        // SAFETY: an artifact of wasmtime's, from this process.
+        match unsafe { run(engine, probe, artifact) } {
+            Ok(answer) if answer == probe.answer => {}
+            Err(e)
+                if HOST_CHECK_ONLY.contains(&setting.name)
+                    && format!("{e:#}").contains("native host") => {}
+            Ok(answer) => failures.push(format!(
+                "`{}`: equal hash, but the default's `{}` returns {answer}",
+                variant.label, probe.name
+            )),
+            Err(e) => failures.push(format!(
+                "`{}`: equal hash, but the default's `{}` fails: {e:#}",
+                variant.label, probe.name
+            )),
+        }
+    }
 }
 
 /// The names of the `pub fn`s of `impl Config` in the fork's `config.rs`.

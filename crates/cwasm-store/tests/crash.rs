@@ -73,63 +73,125 @@ fn writer_child() {
 #[test]
 fn killed_writers_never_leave_torn_entries() {
     let dir = tempfile::tempdir().unwrap();
+    let expected = Arc::new(inputs(dir.path()));
+    let store = Arc::new(ArtifactStore::open(dir.path().join("store")).unwrap());
+    let readers = Readers::start(&store, &expected, &dir.path().join("store"));
+    kill_writers(dir.path());
+    let (reads, complete) = readers.stop();
+    // After the dust settles: what is stored is whole, and the store's own
+    // check agrees.
+    for (key, artifact) in expected.iter() {
+        if let Some(got) = store.get(key).unwrap() {
+            assert!(got == *artifact);
+        }
+    }
+    assert!(store.verify().unwrap().is_empty());
+    // Atomic writes mean the store never even saw a partial file to reject.
+    assert_eq!(store.stats().rejected, 0, "{:?}", store.stats());
+    let leftovers = walk_tmp(&dir.path().join("store"));
+    println!(
+        "{reads} reads ({complete} complete hits, 0 torn); {leftovers} temporary files left by killed writers"
+    );
+    assert!(complete > 0, "the writers never completed an entry");
+}
+
+/// The entries the writers write (8 MB, 12 MB and 256 KB of wasm), as
+/// files in `dir/inputs` for them, and their keys and artifacts.
+fn inputs(dir: &std::path::Path) -> Vec<(Key, Vec<u8>)> {
     let engine = Engine::default();
-    std::fs::create_dir_all(dir.path().join("inputs")).unwrap();
+    std::fs::create_dir_all(dir.join("inputs")).unwrap();
     let mut expected = Vec::new();
     for (i, len) in [(1u8, 8 << 20), (2, 12 << 20), (3, 256 << 10)] {
         let wasm = big_wasm(len, i);
         let key = Key::new(&engine, &wasm).unwrap();
         let artifact = engine.precompile_module(&wasm).unwrap();
         std::fs::write(
-            dir.path()
-                .join("inputs")
+            dir.join("inputs")
                 .join(format!("{}-{}", key.engine, key.wasm)),
             &artifact,
         )
         .unwrap();
         expected.push((key, artifact));
     }
-    let expected = Arc::new(expected);
-    let store = Arc::new(ArtifactStore::open(dir.path().join("store")).unwrap());
+    expected
+}
 
-    // Readers: every read must be a miss or the whole artifact.
-    let stop = Arc::new(AtomicBool::new(false));
-    let (reads, complete) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let readers: Vec<_> = (0..2)
-        .map(|_| {
-            let (store, expected, stop) = (store.clone(), expected.clone(), stop.clone());
-            let root = dir.path().join("store");
-            let (reads, complete) = (reads.clone(), complete.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    for (key, artifact) in expected.iter() {
-                        reads.fetch_add(1, Ordering::Relaxed);
-                        // The file itself, as any other program sees it.
-                        let file = root.join(key.artifact_path());
-                        if let Ok(got) = std::fs::read(&file) {
-                            assert!(
-                                got == *artifact,
-                                "torn file: {} of {} bytes",
-                                got.len(),
-                                artifact.len()
-                            );
-                        }
-                        // And through the store.
-                        if let Some(got) = store.get(key).unwrap() {
-                            assert!(
-                                got == *artifact,
-                                "torn entry: {} of {} bytes",
-                                got.len(),
-                                artifact.len()
-                            );
-                            complete.fetch_add(1, Ordering::Relaxed);
+/// Two threads reading every entry in a loop, as a file (as any other
+/// program sees it) and through the store: every read must be a miss or
+/// the whole artifact.
+struct Readers {
+    threads: Vec<std::thread::JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+    reads: Arc<AtomicU64>,
+    complete: Arc<AtomicU64>,
+}
+
+impl Readers {
+    fn start(
+        store: &Arc<ArtifactStore>,
+        expected: &Arc<Vec<(Key, Vec<u8>)>>,
+        root: &std::path::Path,
+    ) -> Readers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (reads, complete) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let threads = (0..2)
+            .map(|_| {
+                let (store, expected, stop) = (store.clone(), expected.clone(), stop.clone());
+                let root = root.to_path_buf();
+                let (reads, complete) = (reads.clone(), complete.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        for (key, artifact) in expected.iter() {
+                            reads.fetch_add(1, Ordering::Relaxed);
+                            if let Ok(got) = std::fs::read(root.join(key.artifact_path())) {
+                                assert!(
+                                    got == *artifact,
+                                    "torn file: {} of {} bytes",
+                                    got.len(),
+                                    artifact.len()
+                                );
+                            }
+                            if let Some(got) = store.get(key).unwrap() {
+                                assert!(
+                                    got == *artifact,
+                                    "torn entry: {} of {} bytes",
+                                    got.len(),
+                                    artifact.len()
+                                );
+                                complete.fetch_add(1, Ordering::Relaxed);
+                            }
                         }
                     }
-                }
+                })
             })
-        })
-        .collect();
+            .collect();
+        Readers {
+            threads,
+            stop,
+            reads,
+            complete,
+        }
+    }
 
+    /// Stops the readers; fails if one saw a torn entry. Returns the reads
+    /// and the complete hits.
+    fn stop(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        for r in self.threads {
+            r.join().expect("a reader saw a torn entry");
+        }
+        (
+            self.reads.load(Ordering::Relaxed),
+            self.complete.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Starts `ROUNDS` writer processes (at most for a minute), each killed
+/// once it has written every entry completely (so the readers' checks have
+/// something to check whatever the timing), then at a varying point of its
+/// next writes.
+fn kill_writers(dir: &std::path::Path) {
     let exe = std::env::current_exe().unwrap();
     let started = Instant::now();
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;
@@ -143,15 +205,12 @@ fn killed_writers_never_leave_torn_entries() {
                     "--nocapture",
                     "--test-threads=1",
                 ])
-                .env(CHILD_ENV, dir.path())
+                .env(CHILD_ENV, dir)
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())
                 .spawn()
                 .unwrap(),
         );
-        // Killed only once it has written every entry completely (so the
-        // readers' checks have something to check whatever the timing),
-        // then at a varying point of its next writes.
         // (The test harness prints its own text first, on the same line.)
         let out = std::io::BufReader::new(child.0.stdout.take().unwrap());
         let ready =
@@ -174,31 +233,6 @@ fn killed_writers_never_leave_torn_entries() {
             break;
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    for r in readers {
-        r.join().expect("a reader saw a torn entry");
-    }
-    // After the dust settles: what is stored is whole, and the store's own
-    // check agrees.
-    for (key, artifact) in expected.iter() {
-        if let Some(got) = store.get(key).unwrap() {
-            assert!(got == *artifact);
-        }
-    }
-    assert!(store.verify().unwrap().is_empty());
-    // Atomic writes mean the store never even saw a partial file to reject.
-    assert_eq!(store.stats().rejected, 0, "{:?}", store.stats());
-    let leftovers = walk_tmp(&dir.path().join("store"));
-    println!(
-        "{} reads ({} complete hits, 0 torn); {} temporary files left by killed writers",
-        reads.load(Ordering::Relaxed),
-        complete.load(Ordering::Relaxed),
-        leftovers
-    );
-    assert!(
-        complete.load(Ordering::Relaxed) > 0,
-        "the writers never completed an entry"
-    );
 }
 
 fn walk_tmp(dir: &std::path::Path) -> usize {
