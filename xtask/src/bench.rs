@@ -9,9 +9,10 @@
 //! command run in each. [`Pair::check`] proves it before anything is
 //! measured, and the summary says so.
 
+use crate::cmd::{cargo, output, run};
 use crate::fork;
-use crate::tasks::S3Server;
-use crate::{cargo, output, run};
+use crate::lines::{self, Role};
+use crate::tools::S3Server;
 use anyhow::{Context, Result, bail};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -26,7 +27,7 @@ const REPEATS: usize = 2;
 
 pub fn bench(root: &Path, quick: bool) -> Result<()> {
     let mut summary = String::new();
-    crate::tasks::ensure_workspace_forks(root)?;
+    crate::run::ensure_workspace_forks(root)?;
     ensure_valgrind()?;
     let pair = Pair::prepare(root)?;
     writeln!(summary, "{}", pair.check()?)?;
@@ -34,8 +35,9 @@ pub fn bench(root: &Path, quick: bool) -> Result<()> {
     // 1. Instruction counts, pristine vs fork.
     writeln!(
         summary,
-        "\n## Instructions per operation, pristine 48.0.8 vs fork (cachegrind)\n\n\
-         | operation | pristine | fork | fork / pristine |\n|---|---|---|---|"
+        "\n## Instructions per operation, pristine {} vs fork (cachegrind)\n\n\
+         | operation | pristine | fork | fork / pristine |\n|---|---|---|---|",
+        lines::with_role(Role::Fork).version
     )?;
     let pristine_counts = pair.pristine.build_counts(root)?;
     let fork_counts = pair.fork.build_counts(root)?;
@@ -452,7 +454,7 @@ wasmtime = { path = \"wasmtime\" }
 impl Pair {
     fn prepare(root: &Path) -> Result<Pair> {
         let base = root.join("target/bench-pair");
-        let line = fork::default_line();
+        let line = lines::with_role(Role::Fork);
         let pristine = Side {
             name: "pristine",
             dir: base.join("pristine"),
@@ -523,9 +525,10 @@ impl Pair {
         if differ.iter().any(|d| !d.starts_with("wasmtime ")) {
             bail!("the two sides' lockfiles differ beyond wasmtime itself: {differ:?}");
         }
-        let extra: Vec<&String> = match (p.get("wasmtime 48.0.8"), f.get("wasmtime 48.0.8")) {
+        let wasmtime = format!("wasmtime {}", lines::with_role(Role::Fork).version);
+        let extra: Vec<&String> = match (p.get(&wasmtime), f.get(&wasmtime)) {
             (Some(p), Some(f)) => f.iter().filter(|d| !p.contains(d)).collect(),
-            _ => bail!("no wasmtime 48.0.8 in the pair's lockfiles"),
+            _ => bail!("no {wasmtime} in the pair's lockfiles"),
         };
         writeln!(
             report,

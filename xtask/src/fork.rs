@@ -1,7 +1,7 @@
 //! `cargo xtask fork` and `cargo xtask export-patches`.
 //!
 //! The series is kept for each wasmtime release line its users run (see
-//! [`LINES`]), each in `patches/<line>/`. A line's fork is upstream wasmtime's
+//! [`LINES`](crate::lines::LINES)), each in `patches/<line>/`. A line's fork is upstream wasmtime's
 //! registry package with `patches/<line>/series` applied by `git am`, kept as
 //! a small git repository of its own:
 //!
@@ -20,101 +20,21 @@
 //! `patches/` is noticed, and local work in the fork is never overwritten
 //! without `--force`.
 
-use crate::patchfile::{self, fork_to_upstream, upstream_to_fork};
-use crate::{cargo, output};
+use crate::cmd::{cargo, output};
+use crate::lines::Line;
+use crate::patchfile::{self, upstream_to_fork};
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// A registry package at one wasmtime release, with the series kept for it:
-/// a wasmtime release line, or the C API of one.
-pub struct Line {
-    /// What `--line` takes, and the directory under `patches/`.
-    pub name: &'static str,
-    /// The registry package the fork is made from.
-    pub package: &'static str,
-    /// Where upstream's repository keeps that package, which is where the
-    /// patches of `patches/<name>/` point.
-    pub upstream_dir: &'static str,
-    /// The registry release the fork is made from, checksum pinned by
-    /// `xtask/upstream/Cargo.lock`.
-    pub version: &'static str,
-    /// Where `cargo xtask fork` puts the fork, relative to the root: the
-    /// directory the workspace that tests this line patches wasmtime with.
-    pub fork_dir: &'static str,
-    /// Upstream's workspace pins for dependencies that the series adds to
-    /// `crates/wasmtime/Cargo.toml` as `{ workspace = true }`.
-    ///
-    /// The registry package's `Cargo.toml` is normalized: workspace
-    /// inheritance is already resolved. A dependency the series adds must
-    /// therefore be spelled out there too. These are copied from upstream's
-    /// root `Cargo.toml` at the base release; keep them equal to it when
-    /// rebasing.
-    pub workspace_pins: &'static [(&'static str, &'static str)],
-}
-
-/// The lines, the default first: 48 is the fork this repository builds on;
-/// 36 is the long-term-support line. (Upstream `main`, where review happens,
-/// has its own series in `patches/main/`, applied to a git checkout by
-/// `cargo xtask upstream-check` rather than to a registry package.)
-pub const LINES: &[Line] = &[
-    Line {
-        name: "48",
-        package: "wasmtime",
-        upstream_dir: "crates/wasmtime/",
-        version: "48.0.8",
-        fork_dir: "crates/wasmtime",
-        workspace_pins: &[("sha2", "version = \"0.10.2\"\ndefault-features = false")],
-    },
-    Line {
-        name: "36",
-        package: "wasmtime",
-        upstream_dir: "crates/wasmtime/",
-        version: "36.0.20",
-        fork_dir: "tests/lts36/wasmtime",
-        // The 36 series declares `sha2` in place, as 36's crates do.
-        workspace_pins: &[],
-    },
-    Line {
-        name: "c-api-48",
-        package: "wasmtime-c-api-impl",
-        upstream_dir: "crates/c-api/",
-        version: "48.0.8",
-        fork_dir: "crates/wasmtime-c-api",
-        workspace_pins: &[],
-    },
-];
-
-/// The line `cargo xtask fork` uses without `--line`.
-pub fn default_line() -> &'static Line {
-    &LINES[0]
-}
-
-/// The line named `name` (`48`, `36`).
-pub fn line(name: &str) -> Result<&'static Line> {
-    LINES.iter().find(|l| l.name == name).with_context(|| {
-        let names: Vec<&str> = LINES.iter().map(|l| l.name).collect();
-        format!(
-            "unknown line `{name}`: the series is kept for {}",
-            names.join(", ")
-        )
-    })
-}
-
-impl Line {
-    fn patches_dir(&self, root: &Path) -> PathBuf {
-        root.join("patches").join(self.name)
-    }
-}
-
 /// Bump when the way a fork is assembled changes, so existing forks are
 /// regenerated.
 const FORK_FORMAT: &str = "xtask-fork-v2";
 
 const STAMP_FILE: &str = ".xtask-fork";
-const BASE_TAG: &str = "upstream";
+pub(crate) const BASE_TAG: &str = "upstream";
 
 /// Deterministic identity and dates for the commits xtask makes, so the same
 /// inputs give the same fork commit ids everywhere.
@@ -223,7 +143,7 @@ pub fn patch_snippet(line: &Line, dir: &Path) -> String {
     )
 }
 
-fn build_fork(
+pub(crate) fn build_fork(
     tmp: &Path,
     line: &Line,
     upstream: &Upstream,
@@ -269,13 +189,13 @@ fn build_fork(
 }
 
 /// Writes the stamp: what the fork was made from, and the commit it ended at.
-fn write_stamp(dir: &Path, stamp: &str) -> Result<()> {
+pub(crate) fn write_stamp(dir: &Path, stamp: &str) -> Result<()> {
     let head = git_output(dir, &["rev-parse", "HEAD"])?;
     fs::write(dir.join(STAMP_FILE), format!("{stamp}\n{}\n", head.trim()))
         .context("writing the fork stamp")
 }
 
-enum ForkState {
+pub(crate) enum ForkState {
     /// Made by xtask from the inputs with this stamp, and untouched since.
     Current(String),
     NotAFork,
@@ -294,7 +214,7 @@ impl std::fmt::Display for ForkState {
     }
 }
 
-fn fork_state(dir: &Path) -> Result<ForkState> {
+pub(crate) fn fork_state(dir: &Path) -> Result<ForkState> {
     let Ok(stamp) = fs::read_to_string(dir.join(STAMP_FILE)) else {
         return Ok(ForkState::NotAFork);
     };
@@ -316,74 +236,6 @@ fn fork_state(dir: &Path) -> Result<ForkState> {
     }
     Ok(ForkState::Current(inputs.to_string()))
 }
-
-/// `cargo xtask export-patches`: rewrites `patches/<line>/` from the commits
-/// of the line's fork.
-pub fn export_patches(root: &Path, line: &Line) -> Result<()> {
-    let dir = root.join(line.fork_dir);
-    match fork_state(&dir)? {
-        ForkState::NotAFork => bail!(
-            "{} is not a fork made by `cargo xtask fork`; run `cargo xtask fork --line {}` first",
-            dir.display(),
-            line.name
-        ),
-        ForkState::Dirty => bail!(
-            "the fork has uncommitted changes: commit them in {} first (one commit per patch)",
-            dir.display()
-        ),
-        ForkState::Current(_) | ForkState::NewCommits => {}
-    }
-    let tmp = dir.join(".git/xtask-export");
-    remove_dir_if_exists(&tmp)?;
-    git(
-        &dir,
-        &[
-            "format-patch",
-            "--quiet",
-            "--zero-commit",
-            "--no-signature",
-            "--stat=72",
-            "--output-directory",
-            ".git/xtask-export",
-            &format!("{BASE_TAG}..HEAD"),
-        ],
-    )?;
-    let mut names: Vec<String> = fs::read_dir(&tmp)?
-        .map(|e| Ok(e?.file_name().to_string_lossy().into_owned()))
-        .collect::<Result<_>>()?;
-    names.sort();
-
-    let patches_dir = line.patches_dir(root);
-    for old in read_series(root, line)? {
-        fs::remove_file(patches_dir.join(&old.name))
-            .with_context(|| format!("removing patches/{}/{}", line.name, old.name))?;
-    }
-    for name in &names {
-        let text = fs::read_to_string(tmp.join(name))?;
-        let text =
-            patchfile::rewrite_paths(&text, name, |p| fork_to_upstream(line.upstream_dir, p))?;
-        fs::write(patches_dir.join(name), text)?;
-    }
-    let mut series = String::from(SERIES_HEADER);
-    for name in &names {
-        series.push_str(name);
-        series.push('\n');
-    }
-    fs::write(patches_dir.join("series"), series)?;
-    fs::remove_dir_all(&tmp)?;
-
-    // The fork now is exactly what the new series produces.
-    sync_normalized_manifest(&dir, line)?;
-    let upstream = locate_upstream(root, line)?;
-    write_stamp(&dir, &stamp_of(line, &upstream, &read_series(root, line)?))?;
-    eprintln!("wrote {} patches to patches/{}", names.len(), line.name);
-    Ok(())
-}
-
-const SERIES_HEADER: &str = "\
-# The order in which `cargo xtask fork` applies these patches with `git am`.
-# Regenerated by `cargo xtask export-patches`.
-";
 
 /// The patches `patches/<dir>/series` names, in order.
 pub fn read_series_in(dir: &Path) -> Result<Vec<Patch>> {
@@ -408,19 +260,19 @@ pub fn read_series_in(dir: &Path) -> Result<Vec<Patch>> {
         .collect()
 }
 
-fn read_series(root: &Path, line: &Line) -> Result<Vec<Patch>> {
+pub(crate) fn read_series(root: &Path, line: &Line) -> Result<Vec<Patch>> {
     read_series_in(&line.patches_dir(root))
 }
 
 /// The downloaded upstream package.
-struct Upstream {
-    dir: PathBuf,
-    checksum: String,
+pub(crate) struct Upstream {
+    pub(crate) dir: PathBuf,
+    pub(crate) checksum: String,
 }
 
 /// Asks cargo to download the pinned package (checking its checksum against
 /// `xtask/upstream/Cargo.lock`) and returns where cargo unpacked it.
-fn locate_upstream(root: &Path, line: &Line) -> Result<Upstream> {
+pub(crate) fn locate_upstream(root: &Path, line: &Line) -> Result<Upstream> {
     let version = line.version;
     let manifest = root.join("xtask/upstream/Cargo.toml");
     let host = host_triple()?;
@@ -482,7 +334,7 @@ fn host_triple() -> Result<String> {
         .context("`rustc -vV` printed no host")
 }
 
-fn stamp_of(line: &Line, upstream: &Upstream, series: &[Patch]) -> String {
+pub(crate) fn stamp_of(line: &Line, upstream: &Upstream, series: &[Patch]) -> String {
     let mut h = Sha256::new();
     for part in [FORK_FORMAT, line.package, line.version, &upstream.checksum] {
         h.update(part.as_bytes());
@@ -508,7 +360,7 @@ fn stamp_of(line: &Line, upstream: &Upstream, series: &[Patch]) -> String {
 /// * its `resolver` key is dropped: the fork is a member of our workspace,
 ///   whose root sets the resolver, and cargo warns about the key on every
 ///   command otherwise.
-fn sync_normalized_manifest(dir: &Path, line: &Line) -> Result<()> {
+pub(crate) fn sync_normalized_manifest(dir: &Path, line: &Line) -> Result<()> {
     let orig_path = dir.join("Cargo.toml.orig");
     let norm_path = dir.join("Cargo.toml");
     let orig: toml::Table = toml::from_str(&fs::read_to_string(&orig_path)?)
@@ -573,7 +425,7 @@ pub fn git_command(dir: &Path) -> Command {
     cmd
 }
 
-fn git(dir: &Path, args: &[&str]) -> Result<()> {
+pub(crate) fn git(dir: &Path, args: &[&str]) -> Result<()> {
     output(git_command(dir).args(args)).map(drop)
 }
 
@@ -596,7 +448,7 @@ pub fn git_am(dir: &Path, mbox: &Path) -> Result<Option<String>> {
     }))
 }
 
-fn git_output(dir: &Path, args: &[&str]) -> Result<String> {
+pub(crate) fn git_output(dir: &Path, args: &[&str]) -> Result<String> {
     output(Command::new("git").current_dir(dir).args(args))
 }
 
@@ -621,7 +473,7 @@ pub fn copy_dir(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-fn remove_dir_if_exists(dir: &Path) -> Result<()> {
+pub(crate) fn remove_dir_if_exists(dir: &Path) -> Result<()> {
     match fs::remove_dir_all(dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

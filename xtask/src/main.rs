@@ -5,49 +5,91 @@
 //! `xtask` is its own workspace so that it builds and runs before
 //! `crates/wasmtime` exists: the root workspace cannot even resolve until
 //! `cargo xtask fork` has generated that directory.
+//!
+//! One module per command (`fork`, `export`, `upstream_check`, `run`,
+//! `test`, `bench`); the flags of all of them are declared once, below;
+//! every version and line comes from `lines.rs`.
 
 mod bench;
+mod cmd;
+mod export;
 mod fork;
+mod lines;
 mod patchfile;
-mod tasks;
+mod run;
+mod test;
+mod tools;
 mod upstream_check;
 
-use anyhow::{Context, Result, bail};
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use lines::Line;
+use std::path::PathBuf;
+use std::process::ExitCode;
 
-const USAGE: &str = "\
-cargo xtask <command> [options]
+/// Build automation for the wasmtime serialization-compatibility-hash fork.
+#[derive(Parser)]
+#[command(name = "cargo xtask", disable_version_flag = true)]
+struct Xtask {
+    #[command(subcommand)]
+    command: Command,
+}
 
-commands:
-  fork [--line L] [--out DIR] [--force]
-                               Materialise wasmtime with patches/L/ applied: line 48
-                               (the default: wasmtime 48.0.8, into crates/wasmtime),
-                               36 (the LTS line: wasmtime 36.0.20, into
-                               tests/lts36/wasmtime), or c-api-48 (wasmtime's C API,
-                               wasmtime-c-api-impl 48.0.8, into crates/wasmtime-c-api).
-                               With --out, write it to DIR and
-                               print the [patch.crates-io] lines for an embedder.
-                               --force discards local changes in an existing fork.
-  export-patches [--line L]    Regenerate patches/L/ (and its series) from the commits
-                               of line L's fork.
-  upstream-check --git DIR [--skip-tests]
-                               Apply patches/main/ to the commit patches/main/base names
-                               in a wasmtime git checkout DIR (in a scratch worktree),
-                               `cargo check` after every patch, then run upstream's
-                               serialization tests (see CONTRIBUTING.md).
-  run                          The main job: fork, build, and run the demo.
-  test                         Every test: formatting, xtask's own tests, the
-                               workspace tests, wasmtime's own --lib tests on the fork,
-                               and the same for the 36 LTS line.
-  bench [--quick]              Instruction counts (valgrind) of pristine vs fork and of
-                               the store's paths, then the criterion benchmarks, then
-                               a summary of every ratio (see docs/performance.md).
-";
+#[derive(Subcommand)]
+enum Command {
+    /// Materialise a line's registry package with `patches/<line>/` applied.
+    /// With --out, write it to DIR and print the [patch.crates-io] lines for
+    /// an embedder.
+    Fork {
+        #[arg(long, default_value = lines::default_line().name, value_parser = parse_line, help = lines::help())]
+        line: &'static Line,
+        /// Where to write the fork (default: the line's directory here).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Discard local changes in an existing fork.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Regenerate `patches/<line>/` (and its series) from the commits of the
+    /// line's fork.
+    ExportPatches {
+        #[arg(long, default_value = lines::default_line().name, value_parser = parse_line, help = lines::help())]
+        line: &'static Line,
+    },
+    /// Apply `patches/main/` to the commit `patches/main/base` names in a
+    /// wasmtime git checkout (in a scratch worktree), `cargo check` after
+    /// every patch, then run upstream's serialization tests (see
+    /// CONTRIBUTING.md).
+    UpstreamCheck {
+        /// The wasmtime git checkout.
+        #[arg(long, value_name = "DIR")]
+        git: PathBuf,
+        /// Only check that every patch builds.
+        #[arg(long)]
+        skip_tests: bool,
+    },
+    /// The main job: fork, build, and run the demo.
+    Run,
+    /// Every test: formatting, xtask's own tests, the workspace tests,
+    /// wasmtime's own --lib tests on the fork, and the same for the LTS line.
+    Test,
+    /// Instruction counts (valgrind) of pristine vs fork and of the store's
+    /// paths, then the criterion benchmarks, then a summary of every ratio
+    /// (see docs/performance.md).
+    Bench {
+        /// Criterion's quick mode.
+        #[arg(long)]
+        quick: bool,
+    },
+}
+
+fn parse_line(name: &str) -> Result<&'static Line, String> {
+    lines::line(name).map_err(|e| format!("{e:#}"))
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match dispatch(&args) {
+    let command = Xtask::parse().command;
+    match dispatch(command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -56,37 +98,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn dispatch(args: &[String]) -> Result<()> {
-    let root = project_root()?;
-    let (cmd, rest) = match args.split_first() {
-        Some((cmd, rest)) => (cmd.as_str(), rest),
-        None => {
-            print!("{USAGE}");
-            return Ok(());
-        }
-    };
-    match cmd {
-        "fork" => {
-            let mut out = None;
-            let mut force = false;
-            let mut line = fork::default_line();
-            let mut it = rest.iter();
-            while let Some(arg) = it.next() {
-                match arg.as_str() {
-                    "--line" => {
-                        line = fork::line(
-                            it.next()
-                                .context("`--line` needs a line: 48, 36 or c-api-48")?,
-                        )?
-                    }
-                    "--out" => {
-                        let dir = it.next().context("`--out` needs a directory")?;
-                        out = Some(PathBuf::from(dir));
-                    }
-                    "--force" => force = true,
-                    other => bail!("unknown option `{other}` for `fork`\n\n{USAGE}"),
-                }
-            }
+fn dispatch(command: Command) -> Result<()> {
+    let root = cmd::project_root()?;
+    match command {
+        Command::Fork { line, out, force } => {
             let opts = fork::ForkOptions { line, out, force };
             let dest = fork::fork(&root, &opts)?;
             if opts.out.is_some() {
@@ -97,130 +112,33 @@ fn dispatch(args: &[String]) -> Result<()> {
             }
             Ok(())
         }
-        "export-patches" => {
-            let line = match rest {
-                [] => fork::default_line(),
-                [flag, name] if flag == "--line" => fork::line(name)?,
-                _ => bail!("usage: cargo xtask export-patches [--line 48|36]"),
-            };
-            fork::export_patches(&root, line)
+        Command::ExportPatches { line } => export::export_patches(&root, line),
+        Command::UpstreamCheck { git, skip_tests } => {
+            upstream_check::check(&root, &git, !skip_tests)
         }
-        "upstream-check" => {
-            let mut checkout = None;
-            let mut run_tests = true;
-            let mut it = rest.iter();
-            while let Some(arg) = it.next() {
-                match arg.as_str() {
-                    "--git" => {
-                        let dir = it.next().context("`--git` needs a wasmtime checkout")?;
-                        checkout = Some(PathBuf::from(dir));
-                    }
-                    "--skip-tests" => run_tests = false,
-                    other => bail!("unknown option `{other}` for `upstream-check`\n\n{USAGE}"),
-                }
-            }
-            let checkout = checkout.context("usage: cargo xtask upstream-check --git DIR")?;
-            upstream_check::check(&root, &checkout, run_tests)
-        }
-        "run" => {
-            no_options(cmd, rest)?;
-            tasks::run_main_job(&root)
-        }
-        "test" => {
-            no_options(cmd, rest)?;
-            tasks::test(&root)
-        }
-        "bench" => {
-            let quick = match rest {
-                [] => false,
-                [q] if q == "--quick" => true,
-                _ => bail!("usage: cargo xtask bench [--quick]"),
-            };
-            bench::bench(&root, quick)
-        }
-        "help" | "--help" | "-h" => {
-            print!("{USAGE}");
-            Ok(())
-        }
-        other => bail!("unknown command `{other}`\n\n{USAGE}"),
+        Command::Run => run::run_main_job(&root),
+        Command::Test => test::test(&root),
+        Command::Bench { quick } => bench::bench(&root, quick),
     }
 }
 
-fn no_options(cmd: &str, rest: &[String]) -> Result<()> {
-    if let Some(arg) = rest.first() {
-        bail!("`{cmd}` takes no options, got `{arg}`");
-    }
-    Ok(())
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
 
-/// The repository root: the parent of this crate's manifest directory.
-fn project_root() -> Result<PathBuf> {
-    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest_dir
-        .parent()
-        .map(Path::to_path_buf)
-        .context("xtask has no parent directory")
-}
-
-/// Runs `cmd`, echoing it first, and fails with the command line if it fails.
-fn run(cmd: &mut Command) -> Result<()> {
-    eprintln!("$ {}", display(cmd));
-    let started = std::time::Instant::now();
-    let status = cmd
-        .status()
-        .with_context(|| format!("failed to start `{}`", display(cmd)))?;
-    // The time of each step, for the per-stage table of a CI run.
-    eprintln!(
-        "[xtask] {:.1} s: {}",
-        started.elapsed().as_secs_f64(),
-        short(cmd)
-    );
-    if !status.success() {
-        bail!("`{}` failed with {status}", display(cmd));
-    }
-    Ok(())
-}
-
-/// `cmd`'s program and first few arguments, for the timing lines.
-fn short(cmd: &Command) -> String {
-    let program = Path::new(cmd.get_program())
-        .file_name()
-        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-    let args: Vec<String> = cmd
-        .get_args()
-        .take(5)
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
-    format!("{program} {}", args.join(" "))
-}
-
-/// Runs `cmd` quietly and returns its standard output; on failure the error
-/// carries the command line and its standard error.
-fn output(cmd: &mut Command) -> Result<String> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("failed to start `{}`", display(cmd)))?;
-    if !out.status.success() {
-        bail!(
-            "`{}` failed with {}:\n{}{}",
-            display(cmd),
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+    #[test]
+    fn the_flags_are_consistent_and_parse() {
+        Xtask::command().debug_assert();
+        let parsed = Xtask::try_parse_from(["xtask", "fork", "--line", "36", "--force"]).unwrap();
+        assert!(
+            matches!(parsed.command, Command::Fork { line, force: true, .. } if line.name == "36")
         );
+        let parsed = Xtask::try_parse_from(["xtask", "export-patches"]).unwrap();
+        assert!(
+            matches!(parsed.command, Command::ExportPatches { line } if line.name == lines::default_line().name)
+        );
+        assert!(Xtask::try_parse_from(["xtask", "fork", "--line", "99"]).is_err());
+        assert!(Xtask::try_parse_from(["xtask", "test", "--quick"]).is_err());
     }
-    String::from_utf8(out.stdout).with_context(|| format!("`{}` printed non-UTF-8", display(cmd)))
-}
-
-fn display(cmd: &Command) -> String {
-    let mut s = cmd.get_program().to_string_lossy().into_owned();
-    for arg in cmd.get_args() {
-        s.push(' ');
-        s.push_str(&arg.to_string_lossy());
-    }
-    s
-}
-
-fn cargo() -> Command {
-    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }

@@ -26,9 +26,9 @@
 //! Nothing here runs in CI: CI has no upstream checkout. CONTRIBUTING.md says
 //! how to get one.
 
+use crate::cmd::{cargo, output, run};
 use crate::fork::{git_am, git_command as git, read_series_in};
-use crate::tasks::skip_upstream_failures;
-use crate::{cargo, output, run};
+use crate::test::skip_upstream_failures;
 use anyhow::{Context, Result, bail};
 use std::fs;
 use std::io::Write;

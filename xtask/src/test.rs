@@ -1,41 +1,17 @@
-//! The README's commands (`run`, `test`) and the pieces `bench` shares.
+//! `cargo xtask test`: every test, in one target directory with one
+//! feature set for wasmtime, then the 36 LTS line in its own workspace.
 
-use crate::fork::{self, ForkOptions, Line};
-use crate::{cargo, run};
+use crate::cmd::{cargo, output, run};
+use crate::fork;
+use crate::lines::{self, Role};
+use crate::run::{ensure_fork, ensure_workspace_forks};
+use crate::tools::{S3Server, provide_cmake};
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn ensure_fork(root: &Path, line: &'static Line) -> Result<()> {
-    fork::fork(
-        root,
-        &ForkOptions {
-            line,
-            out: None,
-            force: false,
-        },
-    )
-    .map(drop)
-}
-
-/// The forks the root workspace's `[patch.crates-io]` names: cargo cannot
-/// read the workspace without them, whatever it builds.
-pub(crate) fn ensure_workspace_forks(root: &Path) -> Result<()> {
-    ensure_fork(root, fork::default_line())?;
-    ensure_fork(root, fork::line("c-api-48")?)
-}
-
-/// The main job: show this host's compatibility hash, and the same hash read
-/// back from an artifact precompiled and stored by the `cwasm` tool.
-pub fn run_main_job(root: &Path) -> Result<()> {
-    ensure_workspace_forks(root)?;
-    run(cargo()
-        .current_dir(root)
-        .args(["run", "--locked", "--quiet", "--bin", "cwasm", "--", "demo"]))
-}
-
 /// wasmtime unit tests that fail in this project's CI sandbox on pristine
-/// wasmtime 48.0.8 too (and on upstream `main`), for reasons unrelated to the series; see
+/// wasmtime too (48.0.8, and upstream `main`), for reasons unrelated to the series; see
 /// CONTRIBUTING.md ("Known failures upstream").
 const SKIPPED_UPSTREAM_TESTS: &[&str] = &[
     // The sandbox kernel's PAGEMAP_SCAN ioctl reports pages as written that
@@ -87,7 +63,7 @@ fn integration_tests(root: &Path) -> Result<Vec<String>> {
 /// The name of the oracle binary built against pristine wasmtime.
 const PRISTINE_ORACLE: &str = "cwasm-oracle-pristine";
 
-/// Builds `cwasm-oracle` against pristine wasmtime 48.0.8, in the shared
+/// Builds `cwasm-oracle` against pristine wasmtime (the fork's release), in the shared
 /// target directory (only wasmtime itself and the test-support crate are
 /// built again), and returns the binary's path.
 fn build_pristine_oracle(root: &Path) -> Result<PathBuf> {
@@ -116,7 +92,7 @@ const COMPILERS: &[&str] = &[
 /// with one built with the workspace's features).
 fn build_runtime_host(root: &Path) -> Result<PathBuf> {
     const HOST: &str = "cwasm-runtime-host";
-    let tree = crate::output(cargo().current_dir(root).args([
+    let tree = output(cargo().current_dir(root).args([
         "tree", "--locked", "-p", HOST, "-e", "normal", "--prefix", "none",
     ]))?;
     for line in tree.lines() {
@@ -137,46 +113,6 @@ fn build_runtime_host(root: &Path) -> Result<PathBuf> {
     std::fs::copy(root.join("target/debug").join(HOST), &copy)?;
     Ok(copy)
 }
-
-/// `cmake` on this process's `PATH` (so every cargo command below finds
-/// it): `wasmtime-c-api-impl`'s build script runs it to install the C
-/// headers. The system's if it has one, else one installed from the Python
-/// package registry into `target/tools-venv` on first use.
-fn provide_cmake(root: &Path) -> Result<()> {
-    if Command::new("cmake").arg("--version").output().is_ok() {
-        return Ok(());
-    }
-    let venv = root.join("target/tools-venv");
-    let bin = venv.join("bin");
-    if !bin.join("cmake").exists() {
-        pip_install(&venv, CMAKE)?;
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let mut dirs = vec![bin];
-    dirs.extend(std::env::split_paths(&path));
-    // SAFETY: xtask is single-threaded here; no other thread reads the
-    // environment.
-    unsafe { std::env::set_var("PATH", std::env::join_paths(dirs)?) };
-    Ok(())
-}
-
-/// Installs `package` from the Python package registry into the virtual
-/// environment `venv`, made first.
-fn pip_install(venv: &Path, package: &str) -> Result<()> {
-    run(Command::new("python3").arg("-m").arg("venv").arg(venv)).with_context(|| {
-        format!("creating a Python virtual environment for {package} (needs python3)")
-    })?;
-    run(Command::new(venv.join("bin/pip")).args([
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-        package,
-    ]))
-    .with_context(|| format!("installing {package} from the Python package registry"))
-}
-
-/// The cmake the C API's build script gets where the system has none.
-const CMAKE: &str = "cmake==3.31.6";
 
 /// Every test, in one target directory with one feature set for wasmtime.
 pub fn test(root: &Path) -> Result<()> {
@@ -264,7 +200,7 @@ pub fn test(root: &Path) -> Result<()> {
 /// tests on the fork and the shared round-trip, sensitivity, soundness and
 /// golden-vector tests (`tests/lts36/Cargo.toml`).
 fn test_lts36(root: &Path) -> Result<()> {
-    ensure_fork(root, fork::line("36")?)?;
+    ensure_fork(root, lines::with_role(Role::Lts))?;
     let dir = root.join("tests/lts36");
     run(cargo().current_dir(&dir).args(["fmt", "--all", "--check"]))?;
     let mut cmd = lts36_cargo(root, &dir);
@@ -304,7 +240,7 @@ fn lts36_cargo(root: &Path, dir: &Path) -> Command {
 /// by `tests/lts36/pristine_golden.rs`. The series leaves those sections
 /// byte-identical, so the digests must equal the fork's hashes.
 fn check_lts36_golden_against_pristine(root: &Path) -> Result<()> {
-    let line = fork::line("36")?;
+    let line = lines::with_role(Role::Lts);
     let dir = root.join("target/xtask-pristine-36");
     std::fs::create_dir_all(&dir)?;
     // The same wasmtime features and dependency versions as tests/lts36, so
@@ -323,7 +259,7 @@ fn check_lts36_golden_against_pristine(root: &Path) -> Result<()> {
         ),
     )?;
     std::fs::copy(root.join("tests/lts36/Cargo.lock"), dir.join("Cargo.lock"))?;
-    let out = crate::output(lts36_cargo(root, &dir).args(["run", "--quiet"]))
+    let out = output(lts36_cargo(root, &dir).args(["run", "--quiet"]))
         .context("running pristine-golden-36")?;
     let golden_path = root.join("tests/lts36/tests/golden/hashes.txt");
     let golden: String = std::fs::read_to_string(&golden_path)?
@@ -351,7 +287,7 @@ fn check_lts36_golden_against_pristine(root: &Path) -> Result<()> {
 /// oracle of `tests/oracle.rs` built against it.
 fn pristine_workspace(root: &Path) -> Result<PathBuf> {
     let dir = root.join("target/xtask-pristine");
-    let upstream = fork::upstream_dir(root, fork::default_line())?;
+    let upstream = fork::upstream_dir(root, lines::with_role(Role::Fork))?;
     // The pinned registry package never changes, so an existing copy is
     // kept (copying again would make cargo rebuild it).
     // It is copied next to its place and renamed, so that an interrupted
@@ -392,89 +328,4 @@ fn pristine_workspace(root: &Path) -> Result<PathBuf> {
     // Same dependency versions as the fork's build.
     std::fs::copy(root.join("Cargo.lock"), dir.join("Cargo.lock"))?;
     Ok(dir)
-}
-
-/// moto's S3 server, installed from the Python package registry into
-/// `target/moto-venv` on first use and started on a free loopback port for
-/// the duration of the tests.
-pub(crate) struct S3Server {
-    child: std::process::Child,
-    port: u16,
-}
-
-const MOTO: &str = "moto[server]==5.2.5";
-const TEST_BUCKET: &str = "cwasm-test";
-
-impl S3Server {
-    pub(crate) fn start(root: &Path) -> Result<S3Server> {
-        let venv = root.join("target/moto-venv");
-        let server = venv.join("bin/moto_server");
-        if !server.exists() {
-            pip_install(&venv, MOTO)?;
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let log = std::fs::File::create(root.join("target/moto.log"))?;
-        let child = Command::new(&server)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting moto_server")?;
-        let server = S3Server { child, port };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        loop {
-            match server.create_bucket() {
-                Ok(()) => break,
-                Err(e) if std::time::Instant::now() > deadline => {
-                    return Err(e).context("moto did not come up within 60s (see target/moto.log)");
-                }
-                Err(_) => std::thread::sleep(std::time::Duration::from_millis(200)),
-            }
-        }
-        eprintln!("S3 (moto) listening on 127.0.0.1:{port}, bucket `{TEST_BUCKET}`");
-        Ok(server)
-    }
-
-    /// `PUT /<bucket>`: moto accepts unsigned requests.
-    fn create_bucket(&self) -> Result<()> {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port))?;
-        stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
-        write!(
-            stream,
-            "PUT /{TEST_BUCKET} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\n\
-             Connection: close\r\n\r\n",
-            self.port
-        )?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response)?;
-        if !response.starts_with("HTTP/1.1 200") {
-            bail!("creating the test bucket failed: {response}");
-        }
-        Ok(())
-    }
-
-    pub(crate) fn env(&self) -> Vec<(String, String)> {
-        [
-            ("CWASM_TEST_S3_URL", format!("s3://{TEST_BUCKET}")),
-            ("CWASM_REQUIRE_S3", "1".into()),
-            ("AWS_ENDPOINT", format!("http://127.0.0.1:{}", self.port)),
-            ("AWS_ALLOW_HTTP", "true".into()),
-            ("AWS_ACCESS_KEY_ID", "testing".into()),
-            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
-            ("AWS_REGION", "us-east-1".into()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect()
-    }
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
