@@ -33,9 +33,12 @@ pub(crate) enum Opens {
     Remote(Box<dyn Backend>),
 }
 
+/// Opens a location of one URL scheme.
+type Opener = fn(&str) -> Result<Opens>;
+
 /// URL schemes and the backend each opens; a location without `://` is a
 /// directory.
-pub(crate) const SCHEMES: &[(&str, fn(&str) -> Result<Opens>)] = &[
+pub(crate) const SCHEMES: &[(&str, Opener)] = &[
     ("file", |location| {
         let dir = location.strip_prefix("file://").unwrap_or(location);
         Ok(Opens::Local(LocalDir::new(dir)?))
