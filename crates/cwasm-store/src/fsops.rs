@@ -258,6 +258,12 @@ impl Root {
     /// not exist; a directory this process may not read is an error of
     /// kind `PermissionDenied`. A name deleted meanwhile is left out.
     pub(crate) fn list(&self, dir: &str) -> io::Result<Option<Vec<Listing>>> {
+        Ok(self.list_counted(dir)?.map(|(listed, _)| listed))
+    }
+
+    /// [`Root::list`], and how many names the directory holds in all
+    /// (those that are not UTF-8 included).
+    pub(crate) fn list_counted(&self, dir: &str) -> io::Result<Option<(Vec<Listing>, usize)>> {
         let fd = if dir.is_empty() {
             rustix::io::dup(&*self.fd).map_err(io)?
         } else {
@@ -269,16 +275,19 @@ impl Root {
         };
         let mut names = rustix::fs::Dir::read_from(&fd).map_err(io)?;
         let mut out = Vec::new();
+        let mut all = 0;
         while let Some(entry) = names.read() {
             let entry = entry.map_err(io)?;
+            let raw = entry.file_name().to_bytes();
+            if raw == b"." || raw == b".." {
+                continue;
+            }
+            all += 1;
             // Not the store's (its names are ASCII), and a lossy
             // conversion could name another file.
             let Ok(name) = entry.file_name().to_str() else {
                 continue;
             };
-            if name == "." || name == ".." {
-                continue;
-            }
             let stat = match rustix::fs::statat(&fd, name, AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(stat) => stat,
                 Err(Errno::NOENT) => continue,
@@ -286,7 +295,7 @@ impl Root {
             };
             out.push(Listing::of(name, &stat));
         }
-        Ok(Some(out))
+        Ok(Some((out, all)))
     }
 
     /// When the file `name` in the root was last modified, without

@@ -172,17 +172,18 @@ impl LocalDir {
             if prefix_engine(&name).is_none() {
                 continue;
             }
-            let Ok(Some(names)) = self.fs.list(&name) else {
+            let Ok(Some((names, all))) = self.fs.list_counted(&name) else {
                 continue;
             };
             // A prefix that holds only what describes it (the descriptor,
-            // the engine section), written over an hour ago, is empty. (A
-            // name that is not UTF-8 is not listed, but keeps the directory:
-            // removing it fails.)
+            // the engine section), written over an hour ago, is empty. A
+            // name that is not UTF-8 is not the store's, and keeps the
+            // directory.
             let old = |l: &Listing| l.modified.elapsed().unwrap_or(Duration::ZERO) > STALE_TMP;
-            if !names
-                .iter()
-                .all(|l| (l.name == DESCRIPTOR || l.name == SECTION) && old(l))
+            if all != names.len()
+                || !names
+                    .iter()
+                    .all(|l| (l.name == DESCRIPTOR || l.name == SECTION) && old(l))
             {
                 continue;
             }
