@@ -129,3 +129,35 @@ fn a_host_without_a_compiler_refuses_what_it_lacks() {
     assert_eq!(code, 2);
     assert!(stderr.contains("GC is disabled in the host"), "{stderr}");
 }
+
+/// Two builds of wasmtime 48.0.8 number the runtime builtins alike: this
+/// test's (the workspace's features: `gc`, `threads`, Cranelift...) and the
+/// runtime-only host's (none of those). `wasmtime-environ` numbers every
+/// builtin its list declares, whatever `cfg` the entry carries, so a
+/// builtin of a feature a build lacks still has its number, and the ones
+/// after it keep theirs (docs/design.md, "What the section cannot see").
+#[test]
+fn builtin_numbering_does_not_depend_on_features() {
+    use wasmtime_environ::BuiltinFunctionIndex as B;
+    let Some(host) = runtime_host() else { return };
+    let manifest =
+        std::fs::read_to_string(root().join("examples/runtime-only/Cargo.toml")).unwrap();
+    let host_wasmtime = manifest
+        .lines()
+        .find(|l| l.starts_with("wasmtime = "))
+        .unwrap();
+    assert!(
+        !host_wasmtime.contains("\"gc\"") && !host_wasmtime.contains("\"threads\""),
+        "{host_wasmtime}"
+    );
+    let ours = format!(
+        "len={} floor_f32={} gc_alloc_raw={} memory_atomic_wait32={}",
+        B::len(),
+        B::floor_f32().index(),
+        B::gc_alloc_raw().index(),
+        B::memory_atomic_wait32().index()
+    );
+    let out = Command::new(host).arg("--builtins").assert().success();
+    let theirs = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    assert_eq!(theirs.trim(), ours);
+}

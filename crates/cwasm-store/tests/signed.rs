@@ -376,3 +376,58 @@ fn a_hostile_statement_is_refused_in_bounded_time_and_memory() -> Result<()> {
     assert!(grew < 64 << 20, "peak memory grew by {grew} bytes");
     Ok(())
 }
+
+/// A store may have both a key and trusted keys: then a hit needs both a
+/// valid tag and a trusted signature. A bad tag is proof the entry is bad
+/// (deleted, as in any keyed store); a missing signature is a refusal.
+#[test]
+fn a_keyed_and_signed_store_needs_both() -> Result<()> {
+    const SECRET: &[u8] = b"the fleet's key, sixteen bytes or more";
+    let dir = tempfile::tempdir()?;
+    let engine = Engine::default();
+    let farm_key = SigningKey::generate()?;
+    let both = |signing: Option<SigningKey>| StoreConfig {
+        hmac_key: Some(SECRET.to_vec()),
+        signing_key: signing,
+        trusted_keys: vec![farm_key.public_key().clone()],
+        ..StoreConfig::default()
+    };
+    let open = |config| ArtifactStore::new(Some(LocalDir::new(dir.path()).unwrap()), None, config);
+    open(both(Some(farm_key.clone())))?.get_or_compile_module(&engine, &wasm(5))?;
+    let key = Key::new(&engine, &wasm(5))?;
+    let host = open(both(None))?;
+    assert_eq!(
+        call(&engine, &host.get_or_compile_module(&engine, &wasm(5))?),
+        5
+    );
+    assert_eq!((host.stats().hits, host.stats().compiles), (1, 0));
+
+    // A statement without a signature (as a store without a signing key
+    // writes it), the tag intact: refused, kept.
+    let elsewhere = tempfile::tempdir()?;
+    ArtifactStore::open(elsewhere.path())?.get_or_compile_module(&engine, &wasm(5))?;
+    let statement = LocalDir::new(elsewhere.path())?
+        .read(&key.statement_path())?
+        .unwrap();
+    LocalDir::new(dir.path())?.write(&key.statement_path(), &statement)?;
+    let host = open(both(None))?;
+    assert_eq!(
+        call(&engine, &host.get_or_compile_module(&engine, &wasm(5))?),
+        5
+    );
+    let stats = host.stats();
+    assert_eq!((stats.compiles, stats.rejected), (1, 0), "{stats:?}");
+    assert!(stats.refused >= 1);
+    assert!(dir.path().join(key.artifact_path()).exists());
+
+    // A tag that does not verify: the entry is proven bad, and deleted.
+    LocalDir::new(dir.path())?.write(&key.tag_path(), &[3; 33])?;
+    let host = open(both(None))?;
+    assert_eq!(
+        call(&engine, &host.get_or_compile_module(&engine, &wasm(5))?),
+        5
+    );
+    assert_eq!(host.stats().rejected, 1, "{:?}", host.stats());
+    assert!(!dir.path().join(key.artifact_path()).exists());
+    Ok(())
+}

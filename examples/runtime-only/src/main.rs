@@ -23,9 +23,28 @@ use std::process::ExitCode;
 use wasmtime::error::Context;
 use wasmtime::{Config, Engine, Instance, Result, Store};
 
+/// How this build numbers wasmtime's runtime builtins (which compiled code
+/// calls by number): the count, and the numbers of one builtin behind no
+/// feature, one behind `gc` and one behind `threads` (neither of which this
+/// build has).
+fn builtins() -> String {
+    use wasmtime_environ::BuiltinFunctionIndex as B;
+    format!(
+        "len={} floor_f32={} gc_alloc_raw={} memory_atomic_wait32={}",
+        B::len(),
+        B::floor_f32().index(),
+        B::gc_alloc_raw().index(),
+        B::memory_atomic_wait32().index()
+    )
+}
+
 fn main() -> Result<ExitCode> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (store_dir, wasm_path, export) = match &args[..] {
+        [flag] if flag == "--builtins" => {
+            println!("{}", builtins());
+            return Ok(ExitCode::SUCCESS);
+        }
         [store, wasm] => (store, wasm, "answer"),
         [store, wasm, export] => (store, wasm, export.as_str()),
         _ => {
