@@ -52,7 +52,9 @@ impl ArtifactStore {
         Ok(entries(self.primary().list("")?))
     }
 
-    /// A summary per engine-hash prefix of the primary tier.
+    /// A summary per engine-hash prefix of the primary tier, with its
+    /// entries counted by producer (which reads every entry's statement:
+    /// one small read per entry, one request each on an object store).
     pub fn engines(&self) -> Result<Vec<EngineSummary>> {
         let primary = self.primary();
         let mut by_engine: BTreeMap<Digest, EngineSummary> = BTreeMap::new();

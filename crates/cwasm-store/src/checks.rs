@@ -2,15 +2,15 @@
 //! (`backend/`) and the store (`store/`).
 //!
 //! Every `unsafe` load of the store is in this module: the calls that hand
-//! bytes to wasmtime's deserialization (`Loaded::probe`,
-//! `Loaded::deserialize`). (The crate's only other `unsafe` sets a Cranelift
-//! setting in `profile.rs`, and maps memory in `sealed.rs`.) wasmtime trusts
-//! what it deserializes, so the store must only ever hand it an artifact
-//! that this engine compiled, or one that passed every check below. The
-//! checks are in this module too, and the only way to obtain a [`Loaded`]
-//! that is not yet deserialized is through them (or [`Loaded::compiled`],
-//! for bytes the engine just produced): a reviewer reads this one file to
-//! see why each load is sound.
+//! bytes to wasmtime's deserialization (`CheckedArtifact::probe`,
+//! `CheckedArtifact::deserialize`). (The crate's only other `unsafe` sets a
+//! Cranelift setting in `profile.rs`, and maps memory in `sealed.rs`.)
+//! wasmtime trusts what it deserializes, so the store must only ever hand it
+//! an artifact that this engine compiled, or one that passed every check
+//! below. The checks are in this module too, and the only way to obtain a
+//! [`CheckedArtifact`] that is not yet deserialized is through them (or
+//! [`CheckedArtifact::compiled`], for bytes the engine just produced): a
+//! reviewer reads this one file to see why each load is sound.
 //!
 //! # The rule of a keyed store
 //!
@@ -32,9 +32,10 @@
 //! 1. The object is a regular file (no symlink followed, no FIFO, opened
 //!    without blocking) or a remote object, of at most `max_artifact_size`
 //!    bytes. A larger one is a miss; a non-file is rejected.
-//! 2. With a key, signatures or a producer policy, the object is copied (a local file) or streamed (a remote
-//!    object) into sealed memory, and its tag (5) verifies over that
-//!    memory, before anything else reads it (decompression, the stamp).
+//! 2. With a key, trusted keys or a producer policy, the object is copied
+//!    (a local file) or streamed (a remote object) into sealed memory, and
+//!    its tag (5) verifies over that memory, before anything else reads it
+//!    (decompression, the stamp).
 //!    Remote objects go to sealed memory with or without a key.
 //!    With trusted keys, the statement (10) must be signed by one of them,
 //!    for this key, and for these bytes (its digest, over the sealed
@@ -181,7 +182,7 @@ impl Checker<'_> {
         key: &Key,
         path: &str,
         purpose: ReadFor,
-    ) -> Result<Option<(Loaded, SystemTime, FileId)>, Rejected> {
+    ) -> Result<Option<(CheckedArtifact, SystemTime, FileId)>, Rejected> {
         let limit = self.config.max_artifact_size;
         let (file, len, used, id) = match local.open_entry(path, limit) {
             Ok(Opened::Missing) => return Ok(None),
@@ -221,11 +222,11 @@ impl Checker<'_> {
                 }
                 Ok(found) => {
                     check_stamp(key, found).map_err(rejected)?;
-                    Ok(Some((Loaded(State::Open(file, len)), used, id)))
+                    Ok(Some((CheckedArtifact(State::Open(file, len)), used, id)))
                 }
             };
         }
-        // Loaded bytes go where wasmtime can map them in place (a sealed
+        // CheckedArtifact bytes go where wasmtime can map them in place (a sealed
         // memfd); bytes only read (`get`, `verify`) stay in a private buffer,
         // which they are moved out of.
         let copy = match purpose {
@@ -263,7 +264,11 @@ impl Checker<'_> {
             Engine::detect_serialization_compatibility_hash(sealed.bytes()),
         )
         .map_err(rejected)?;
-        Ok(Some((Loaded(State::Sealed(Arc::new(sealed))), used, id)))
+        Ok(Some((
+            CheckedArtifact(State::Sealed(Arc::new(sealed))),
+            used,
+            id,
+        )))
     }
 
     /// An entry left in place and treated as a miss.
@@ -523,15 +528,15 @@ pub(crate) struct RemoteHit {
 
 impl RemoteHit {
     /// The checked artifact, to load.
-    pub(crate) fn checked(&self) -> Loaded {
-        Loaded(State::Sealed(self.artifact.clone()))
+    pub(crate) fn checked(&self) -> CheckedArtifact {
+        CheckedArtifact(State::Sealed(self.artifact.clone()))
     }
 }
 
 /// An artifact on its way to wasmtime: checked (an open file or sealed
 /// memory), compiled, or already deserialized. Outside this module, one
-/// comes only from the checks above or from [`Loaded::compiled`].
-pub(crate) struct Loaded(State);
+/// comes only from the checks above or from [`CheckedArtifact::compiled`].
+pub(crate) struct CheckedArtifact(State);
 
 enum State {
     /// Unkeyed: a checked file, and its length, mapped in place.
@@ -546,16 +551,16 @@ enum State {
     Component(Component),
 }
 
-impl Loaded {
+impl CheckedArtifact {
     /// An artifact the engine of this lookup just compiled (or that a single
     /// flight's leader compiled or checked for it).
     #[cfg(feature = "compile")]
-    pub(crate) fn compiled(artifact: Vec<u8>) -> Loaded {
-        Loaded(State::Bytes(artifact))
+    pub(crate) fn compiled(artifact: Vec<u8>) -> CheckedArtifact {
+        CheckedArtifact(State::Bytes(artifact))
     }
 
     /// Deserializes into `kind`, so failures surface inside `lookup`.
-    pub(crate) fn probe(self, engine: &Engine, kind: Kind) -> Result<Loaded> {
+    pub(crate) fn probe(self, engine: &Engine, kind: Kind) -> Result<CheckedArtifact> {
         // SAFETY: every `State::Open`, `State::Sealed` and `State::Bytes` is
         // either an artifact `engine` just compiled, or one that passed the
         // checks of this module: its engine section hashes to
@@ -564,10 +569,10 @@ impl Loaded {
         // which can no longer change; unkeyed, it is the same open file that
         // was checked.
         Ok(match (self.0, kind) {
-            (State::Open(f, _), Kind::Module) => Loaded(State::Module(unsafe {
+            (State::Open(f, _), Kind::Module) => CheckedArtifact(State::Module(unsafe {
                 Module::deserialize_open_file(engine, f)?
             })),
-            (State::Open(f, len), Kind::Component) => Loaded(State::Component(unsafe {
+            (State::Open(f, len), Kind::Component) => CheckedArtifact(State::Component(unsafe {
                 Component::deserialize(engine, Sealed::private_copy_of(&f, len)?.bytes())?
             })),
             (State::Sealed(sealed), kind) => {
@@ -575,28 +580,30 @@ impl Loaded {
                 match (memfd, kind, memfd.and_then(fd_path)) {
                     (Some(memfd), Kind::Module, _) => {
                         let memfd = memfd.try_clone().context("could not share a sealed copy")?;
-                        Loaded(State::Module(unsafe {
+                        CheckedArtifact(State::Module(unsafe {
                             Module::deserialize_open_file(engine, memfd)?
                         }))
                     }
                     // `Component` has no `deserialize_open_file`; the path
                     // names the sealed memfd itself, not a directory entry.
-                    (Some(_), Kind::Component, Some(path)) => Loaded(State::Component(unsafe {
-                        Component::deserialize_file(engine, path)?
-                    })),
-                    _ => Loaded::deserialize(engine, kind, sealed.bytes())?,
+                    (Some(_), Kind::Component, Some(path)) => {
+                        CheckedArtifact(State::Component(unsafe {
+                            Component::deserialize_file(engine, path)?
+                        }))
+                    }
+                    _ => CheckedArtifact::deserialize(engine, kind, sealed.bytes())?,
                 }
             }
-            (State::Bytes(b), kind) => Loaded::deserialize(engine, kind, &b)?,
-            (done, _) => Loaded(done),
+            (State::Bytes(b), kind) => CheckedArtifact::deserialize(engine, kind, &b)?,
+            (done, _) => CheckedArtifact(done),
         })
     }
 
     /// Deserializes checked bytes (see `probe`'s safety note) into `kind`.
-    fn deserialize(engine: &Engine, kind: Kind, bytes: &[u8]) -> Result<Loaded> {
+    fn deserialize(engine: &Engine, kind: Kind, bytes: &[u8]) -> Result<CheckedArtifact> {
         // SAFETY: as in `probe`: `bytes` were compiled by `engine`, or
         // passed this module's checks and cannot change.
-        Ok(Loaded(match kind {
+        Ok(CheckedArtifact(match kind {
             Kind::Module => State::Module(unsafe { Module::deserialize(engine, bytes)? }),
             Kind::Component => State::Component(unsafe { Component::deserialize(engine, bytes)? }),
         }))
@@ -628,8 +635,8 @@ impl Loaded {
 
     /// A second handle on the same checked artifact, for reading its kind
     /// after wasmtime refused it.
-    pub(crate) fn try_clone(&self) -> Option<Loaded> {
-        Some(Loaded(match &self.0 {
+    pub(crate) fn try_clone(&self) -> Option<CheckedArtifact> {
+        Some(CheckedArtifact(match &self.0 {
             State::Open(f, len) => State::Open(f.try_clone().ok()?, *len),
             State::Sealed(s) => State::Sealed(s.clone()),
             State::Bytes(b) => State::Bytes(b.clone()),

@@ -3,7 +3,7 @@
 
 use super::{ArtifactStore, used_long_ago};
 use crate::backend::Backend;
-use crate::checks::{Checked, Checker, Kind, Loaded, ReadFor, check_kind};
+use crate::checks::{Checked, CheckedArtifact, Checker, Kind, ReadFor, check_kind};
 use crate::digest::Key;
 use wasmtime::{Engine, Result};
 
@@ -22,7 +22,12 @@ impl ArtifactStore {
     /// that fail a check are evicted and counted; backend errors are logged.
     /// The only error is a caller's: asking for a module under a component's
     /// key, or the reverse.
-    pub(crate) fn lookup(&self, engine: &Engine, key: &Key, kind: Kind) -> Result<Option<Loaded>> {
+    pub(crate) fn lookup(
+        &self,
+        engine: &Engine,
+        key: &Key,
+        kind: Kind,
+    ) -> Result<Option<CheckedArtifact>> {
         let checker = self.checker();
         let path = key.artifact_path();
         if let Some(local) = &self.local {
@@ -39,7 +44,11 @@ impl ArtifactStore {
                             return Ok(Some(loaded));
                         }
                         Err(e) => {
-                            check_kind(key, kind, again.as_ref().and_then(Loaded::precompiled))?;
+                            check_kind(
+                                key,
+                                kind,
+                                again.as_ref().and_then(CheckedArtifact::precompiled),
+                            )?;
                             checker.refused_by_wasmtime(local, key, &e, Checked::Local(Some(id)));
                         }
                     }

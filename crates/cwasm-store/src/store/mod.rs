@@ -19,7 +19,7 @@ use crate::attest::{self, TrustedKey};
 use crate::backend::Fetched;
 use crate::backend::{self, Backend, LocalDir, Opens};
 #[cfg(feature = "compile")]
-use crate::checks::{Kind, Loaded};
+use crate::checks::{CheckedArtifact, Kind};
 use crate::checks::{ReadFor, ZSTD_WINDOW_LOG_MAX};
 use crate::config::StoreConfig;
 use crate::digest::{Digest, Key};
@@ -182,7 +182,7 @@ impl ArtifactStore {
         self.get_or_compile(engine, &key, Kind::Module, || {
             engine.precompile_module(wasm)
         })
-        // Safe: a `Loaded` is compiled or checked (checks.rs).
+        // Safe: a `CheckedArtifact` is compiled or checked (checks.rs).
         .and_then(|loaded| loaded.into_module(engine))
     }
 
@@ -279,7 +279,12 @@ impl ArtifactStore {
     }
 
     #[cfg(feature = "compile")]
-    fn get_or_compile_file(&self, engine: &Engine, path: &Path, kind: Kind) -> Result<Loaded> {
+    fn get_or_compile_file(
+        &self,
+        engine: &Engine,
+        path: &Path,
+        kind: Kind,
+    ) -> Result<CheckedArtifact> {
         let (mut file, stamp) = open_stamped(path)?;
         if let Some(digest) = self.remembered.get(&stamp) {
             let key = Key::with_wasm_digest(engine, digest)?;
@@ -353,7 +358,7 @@ impl ArtifactStore {
         key: &Key,
         kind: Kind,
         compile: impl FnOnce() -> Result<Vec<u8>>,
-    ) -> Result<Loaded> {
+    ) -> Result<CheckedArtifact> {
         let span = tracing::info_span!("cwasm_store.get_or_compile", engine = %key.engine, wasm = %key.wasm, ?kind);
         let _enter = span.enter();
         if let Some(loaded) = self.lookup(engine, key, kind)? {
@@ -385,7 +390,7 @@ impl ArtifactStore {
             return match flight.wait() {
                 Ok(artifact) => {
                     bump(&self.counters.hits);
-                    Ok(Loaded::compiled(artifact.to_vec()))
+                    Ok(CheckedArtifact::compiled(artifact.to_vec()))
                 }
                 Err(chain) => Err(chain.to_error()),
             };
@@ -420,7 +425,7 @@ impl ArtifactStore {
             Ok(artifact) => Ok(Arc::from(&artifact[..])),
             Err(e) => Err(ErrorChain::of(e)),
         });
-        compiled.map(Loaded::compiled)
+        compiled.map(CheckedArtifact::compiled)
     }
 
     /// Read-through: writes a checked remote hit into the local tier (raw,

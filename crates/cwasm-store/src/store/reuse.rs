@@ -36,7 +36,7 @@
 
 use super::ArtifactStore;
 use crate::backend::{Backend, Fetched};
-use crate::checks::{Kind, Loaded};
+use crate::checks::{CheckedArtifact, Kind};
 use crate::digest::{Digest, Key};
 use crate::inspect::SectionParts;
 use crate::layout::SECTION;
@@ -169,7 +169,7 @@ impl ArtifactStore {
         }
     }
 
-    fn load(&self, engine: &Engine, wasm: Digest, kind: Kind) -> Result<Option<Loaded>> {
+    fn load(&self, engine: &Engine, wasm: Digest, kind: Kind) -> Result<Option<CheckedArtifact>> {
         let own = self.choices.with(engine, |e| e.own.as_ref().map(|o| o.1));
         if let Some(own) = own {
             let key = Key { engine: own, wasm };
@@ -197,7 +197,7 @@ impl ArtifactStore {
         engine: &Engine,
         wasm: Digest,
         kind: Kind,
-    ) -> Result<Option<Loaded>> {
+    ) -> Result<Option<CheckedArtifact>> {
         let (own, chosen) = self.choices.with(engine, |e| {
             (e.own.as_ref().map(|o| o.1), e.chosen.get(&wasm).copied())
         });
@@ -247,7 +247,7 @@ impl ArtifactStore {
         stored: Digest,
         wasm: Digest,
         kind: Kind,
-    ) -> Result<Option<Loaded>> {
+    ) -> Result<Option<CheckedArtifact>> {
         let key = Key {
             engine: stored,
             wasm,
