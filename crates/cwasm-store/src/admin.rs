@@ -8,7 +8,7 @@ use crate::checks::ReadFor;
 use crate::digest::{Digest, Key};
 use crate::layout::{
     DESCRIPTOR, EngineDescriptor, MAX_DESCRIPTOR, SECTION, STATEMENT_SUFFIX, TAG_SUFFIX,
-    is_artifact, key_of, prefix_engine,
+    descriptor_path, is_artifact, key_of, prefix_engine,
 };
 use crate::stats::bump;
 use crate::store::ArtifactStore;
@@ -84,12 +84,11 @@ impl ArtifactStore {
             }
         }
         for summary in by_engine.values_mut() {
-            summary.descriptor = match primary
-                .read_limited(&format!("{}/{DESCRIPTOR}", summary.engine), MAX_DESCRIPTOR)
-            {
-                Ok(Fetched::Bytes(json)) => serde_json::from_slice(&json).ok(),
-                _ => None,
-            };
+            summary.descriptor =
+                match primary.read_limited(&descriptor_path(summary.engine), MAX_DESCRIPTOR) {
+                    Ok(Fetched::Bytes(json)) => serde_json::from_slice(&json).ok(),
+                    _ => None,
+                };
         }
         Ok(by_engine.into_values().collect())
     }

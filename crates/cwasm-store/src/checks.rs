@@ -287,7 +287,7 @@ impl Checker<'_> {
     ) -> Result<Option<RemoteHit>, Rejected> {
         let limit = self.config.max_artifact_size;
         let raw_path = key.artifact_path();
-        let zst_path = format!("{raw_path}{ZSTD_SUFFIX}");
+        let zst_path = key.compressed_path();
         let mut paths = [raw_path, zst_path];
         if self.config.compress_remote {
             paths.reverse();

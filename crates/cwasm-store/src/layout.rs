@@ -102,10 +102,35 @@ pub struct EngineDescriptor {
     pub first_written: u64,
 }
 
+/// Layout 2: the path of the descriptor of `engine`'s prefix.
+pub(crate) fn descriptor_path(engine: Digest) -> String {
+    format!("{engine}/{DESCRIPTOR}")
+}
+
+/// Layout 9: the path of the engine section of `engine`'s prefix.
+pub(crate) fn section_path(engine: Digest) -> String {
+    format!("{engine}/{SECTION}")
+}
+
 impl Key {
     /// The artifact's path relative to the store root.
     pub fn artifact_path(&self) -> String {
         format!("{}/{}{ARTIFACT_SUFFIX}", self.engine, self.wasm)
+    }
+
+    /// The path of the zstd-compressed artifact (layout 4).
+    pub fn compressed_path(&self) -> String {
+        format!("{}{ZSTD_SUFFIX}", self.artifact_path())
+    }
+
+    /// The path of the object of one form: the raw artifact, or the
+    /// compressed one.
+    pub fn object_path(&self, compressed: bool) -> String {
+        if compressed {
+            self.compressed_path()
+        } else {
+            self.artifact_path()
+        }
     }
 
     /// The path of the raw artifact's tag.

@@ -152,11 +152,7 @@ impl ArtifactStore {
                 primary.delete(&listed.path)?;
                 primary.delete(&key.tag_path_for(compressed))?;
                 // The statement goes with the last form of the entry.
-                let other = format!(
-                    "{}{}",
-                    key.artifact_path(),
-                    if compressed { "" } else { ZSTD_SUFFIX }
-                );
+                let other = key.object_path(!compressed);
                 if !stored.contains(other.as_str()) {
                     primary.delete(&key.statement_path())?;
                 }

@@ -27,7 +27,7 @@ use crate::digest::{Digest, Key};
 use crate::flight::{ErrorChain, Flight, FlightGuard, Inflight};
 use crate::inspect::engine_section;
 use crate::layout::describe;
-use crate::layout::{DESCRIPTOR, SECTION, ZSTD_SUFFIX, is_artifact};
+use crate::layout::{descriptor_path, is_artifact, section_path};
 use crate::remembered::{FileStamp, Remembered};
 use crate::sealed::Sealed;
 use crate::stats::{Counters, Stats, bump};
@@ -630,7 +630,7 @@ pub(crate) fn remove_entry(backend: &dyn Backend, key: &Key) -> Result<()> {
     for path in [
         key.artifact_path(),
         key.tag_path(),
-        format!("{}{ZSTD_SUFFIX}", key.artifact_path()),
+        key.compressed_path(),
         key.tag_path_for(true),
         key.statement_path(),
     ] {
@@ -660,18 +660,18 @@ pub(crate) fn write_entry(
 ) -> Result<()> {
     if let Some(descriptor) = describe(key, artifact) {
         let json = serde_json::to_vec_pretty(&descriptor)?;
-        backend.write_new(&format!("{}/{DESCRIPTOR}", key.engine), &json)?;
+        backend.write_new(&descriptor_path(key.engine), &json)?;
     }
     // The section hashes to the key's engine (checked by `put`), so it is
     // what the prefix's name says.
     if let Some(section) = engine_section(artifact) {
-        backend.write_new(&format!("{}/{SECTION}", key.engine), section)?;
+        backend.write_new(&section_path(key.engine), section)?;
     }
     let packed;
     let (stored, path) = if compress {
         packed = zstd_compress(artifact, config.cache.baseline_compression_level())
             .context("zstd compression failed")?;
-        (&packed[..], format!("{}{ZSTD_SUFFIX}", key.artifact_path()))
+        (&packed[..], key.compressed_path())
     } else {
         (artifact, key.artifact_path())
     };

@@ -39,7 +39,7 @@ use crate::backend::{Backend, Fetched};
 use crate::checks::{CheckedArtifact, Kind};
 use crate::digest::{Digest, Key};
 use crate::inspect::SectionParts;
-use crate::layout::SECTION;
+use crate::layout::section_path;
 use crate::stats::bump;
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
@@ -329,7 +329,7 @@ impl ArtifactStore {
     /// `stored`'s engine section, from the first tier that has one whose
     /// SHA-256 is `stored` (any other is not that engine's, and ignored).
     fn section(&self, stored: Digest) -> Option<Vec<u8>> {
-        let path = format!("{stored}/{SECTION}");
+        let path = section_path(stored);
         // The local tier with one `openat2` beneath its root...
         if let Some(local) = &self.local {
             let read = local.read_small(&path, MAX_SECTION);
