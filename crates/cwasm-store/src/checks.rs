@@ -121,6 +121,17 @@ pub(crate) enum ReadFor {
     Bytes,
 }
 
+/// The result of checking an entry's statement.
+enum Statement {
+    /// No policy asks for one: not read.
+    NotChecked,
+    /// It vouches for the entry; its bytes, to copy with the entry.
+    Vouched(Vec<u8>),
+    /// It could not be read (an I/O or network error): a miss that leaves
+    /// the entry in place.
+    Unavailable,
+}
+
 /// The result of looking for an entry's tag.
 enum Tag {
     Verified,
@@ -249,8 +260,8 @@ impl Checker<'_> {
             return Ok(None);
         }
         match self.check_statement(local, key, sealed.bytes()) {
-            Ok(Some(_)) => {}
-            Ok(None) => return Ok(None),
+            Ok(Statement::NotChecked | Statement::Vouched(_)) => {}
+            Ok(Statement::Unavailable) => return Ok(None),
             Err(reason) => {
                 return Err(Rejected {
                     reason,
@@ -363,8 +374,9 @@ impl Checker<'_> {
                 stored
             };
             let statement = match self.check_statement(remote, key, artifact.bytes()) {
-                Ok(Some(statement)) => statement,
-                Ok(None) => return Ok(None),
+                Ok(Statement::NotChecked) => None,
+                Ok(Statement::Vouched(envelope)) => Some(envelope),
+                Ok(Statement::Unavailable) => return Ok(None),
                 Err(reason) => {
                     return Err(Rejected {
                         reason,
@@ -407,16 +419,10 @@ impl Checker<'_> {
             // the raw one's path; its MAC says which form it covers.
             found = backend.read_limited(&key.tag_path(), tag::MAX_LEN);
         }
-        let found = match found {
-            Ok(Fetched::Bytes(found)) => found,
-            Ok(Fetched::Missing) => return Err("it has no tag".into()),
-            Ok(Fetched::TooLarge(_) | Fetched::NotAnObject(_)) => {
-                return Err("its tag is not a tag".into());
-            }
-            Err(e) => {
-                self.store_error("could not read a tag; treating as a miss", &e);
-                return Ok(Tag::Unavailable);
-            }
+        let Some(found) =
+            self.companion(found, "tag", "could not read a tag; treating as a miss")?
+        else {
+            return Ok(Tag::Unavailable);
         };
         match tag::verify(secret, key, compressed, stored, &found) {
             Verdict::Valid => Ok(Tag::Verified),
@@ -425,50 +431,67 @@ impl Checker<'_> {
         }
     }
 
+    /// What reading a small object beside an artifact (its tag, its
+    /// statement) found: its bytes; `None` if it cannot be read now (an I/O
+    /// or network error: counted, logged with `unreadable`, a miss); and the
+    /// reason to refuse the entry if it is missing or not a `noun`.
+    fn companion(
+        &self,
+        found: Result<Fetched>,
+        noun: &str,
+        unreadable: &'static str,
+    ) -> Result<Option<Vec<u8>>, String> {
+        match found {
+            Ok(Fetched::Bytes(bytes)) => Ok(Some(bytes)),
+            Ok(Fetched::Missing) => Err(format!("it has no {noun}")),
+            Ok(Fetched::TooLarge(_) | Fetched::NotAnObject(_)) => {
+                Err(format!("its {noun} is not a {noun}"))
+            }
+            Err(e) => {
+                self.store_error(unreadable, &e);
+                Ok(None)
+            }
+        }
+    }
+
     /// With trusted keys or refused producers, reads `key`'s statement from
     /// `backend` and checks it against `artifact` (the checked, sealed
-    /// bytes): `Ok(Some(envelope))` if it passes (`Some(None)` without a
-    /// policy: nothing read), `Ok(None)` if it cannot be read now (a miss),
-    /// and the reason to refuse the entry otherwise.
+    /// bytes); the error is the reason to refuse the entry.
     fn check_statement(
         &self,
         backend: &dyn Backend,
         key: &Key,
         artifact: &[u8],
-    ) -> Result<Option<Option<Vec<u8>>>, String> {
+    ) -> Result<Statement, String> {
         if !self.config.checks_statements() {
-            return Ok(Some(None));
+            return Ok(Statement::NotChecked);
         }
-        let envelope = match backend.read_limited(&key.statement_path(), attest::MAX_LEN) {
-            Ok(Fetched::Bytes(envelope)) => envelope,
-            Ok(Fetched::Missing) => return Err("it has no statement".into()),
-            Ok(Fetched::TooLarge(_) | Fetched::NotAnObject(_)) => {
-                return Err("its statement is not a statement".into());
-            }
-            Err(e) => {
-                self.store_error("could not read a statement; treating as a miss", &e);
-                return Ok(None);
-            }
+        let found = backend.read_limited(&key.statement_path(), attest::MAX_STATEMENT_LEN);
+        let Some(envelope) = self.companion(
+            found,
+            "statement",
+            "could not read a statement; treating as a miss",
+        )?
+        else {
+            return Ok(Statement::Unavailable);
         };
         let vouched = attest::check(&envelope, self.trust, key, artifact)?;
-        if let Some(refused) = self
-            .config
-            .refused_producers
-            .iter()
-            .find(|r| vouched.producer.matches(r))
-        {
-            return Err(format!(
-                "it was produced by {}, which matches the refused {refused}",
-                vouched.producer
-            ));
+        let refused = &self.config.refused_producers;
+        if !refused.is_empty() {
+            let Some(version) = vouched.producer.version() else {
+                return Err(format!(
+                    "its producer's version {:?} is not a version",
+                    vouched.producer.wasmtime
+                ));
+            };
+            if let Some(refused) = refused.iter().find(|r| r.matches(&version)) {
+                return Err(format!(
+                    "it was produced by {}, which matches the refused {refused}",
+                    vouched.producer
+                ));
+            }
         }
-        if !self.config.refused_producers.is_empty() && vouched.producer.version().is_none() {
-            return Err(format!(
-                "its producer's version {:?} is not a version",
-                vouched.producer.wasmtime
-            ));
-        }
-        Ok(Some(Some(envelope)))
+        Ok(Statement::Vouched(envelope))
     }
 
     /// A backend failure: counted and logged, and the lookup goes on as a
