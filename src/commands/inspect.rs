@@ -1,13 +1,10 @@
 //! `inspect`: what an artifact was compiled for, and who produced it.
 
 use crate::{print_json, printable};
-use cwasm_store::{Digest, Provenance, TrustedKey};
+use cwasm_store::{Digest, MAX_STATEMENT_LEN, Provenance, TrustedKey};
 use std::path::{Path, PathBuf};
 use wasmtime::error::Context;
 use wasmtime::{Result, bail};
-
-/// The largest statement read: one is about a kilobyte.
-const MAX_STATEMENT: u64 = 64 << 10;
 
 pub fn inspect(
     file: &Path,
@@ -98,9 +95,9 @@ fn read_provenance(
         use std::io::Read;
         let mut bytes = Vec::new();
         std::fs::File::open(&path)
-            .and_then(|f| f.take(MAX_STATEMENT + 1).read_to_end(&mut bytes))
+            .and_then(|f| f.take(MAX_STATEMENT_LEN + 1).read_to_end(&mut bytes))
             .with_context(|| format!("failed to read {}", path.display()))?;
-        if bytes.len() as u64 > MAX_STATEMENT {
+        if bytes.len() as u64 > MAX_STATEMENT_LEN {
             bail!("{} is too large to be a statement", path.display());
         }
         bytes

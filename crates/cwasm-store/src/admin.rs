@@ -124,7 +124,7 @@ impl ArtifactStore {
             .map(|key| {
                 let producer = statements
                     .contains(key.artifact_path().as_str())
-                    .then(|| backend.read_limited(&key.statement_path(), attest::MAX_LEN))
+                    .then(|| backend.read_limited(&key.statement_path(), attest::MAX_STATEMENT_LEN))
                     .and_then(|read| match read {
                         Ok(Fetched::Bytes(envelope)) => attest::claimed_producer(&envelope),
                         _ => None,

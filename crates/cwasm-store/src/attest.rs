@@ -49,8 +49,9 @@ pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";
 /// (fields: `wasm.sha256`, `engine.serializationCompatibilityHash`,
 /// `producer`, `target`, `timestamp`).
 pub const PREDICATE_TYPE: &str = "urn:cwasm:precompiled-artifact:v1";
-/// The largest statement read: one is about a kilobyte.
-pub(crate) const MAX_LEN: u64 = 64 << 10;
+/// The largest statement read (by lookups, `cwasm inspect`): one is about
+/// a kilobyte.
+pub const MAX_STATEMENT_LEN: u64 = 64 << 10;
 
 /// What produced an entry: recorded in its statement, shown by `cwasm ls`,
 /// matched by `gc --produced-by` and [`StoreConfig::refused_producers`].
@@ -498,16 +499,16 @@ pub fn read_statement(
     envelope: &[u8],
     trusted: &[TrustedKey],
 ) -> Result<(Provenance, Option<String>)> {
-    let opened = open(envelope).map_err(|e| format_err!("{}", e.trim_start_matches("its ")))?;
+    // The reasons are a lookup's ("its statement is ..."): said of the file.
+    let reason = |e: String| format_err!("{}", e.trim_start_matches("its "));
+    let opened = open(envelope).map_err(reason)?;
     let verified_by = if trusted.is_empty() {
         None
     } else {
-        let key = signer(&opened, trusted)
-            .map_err(|e| format_err!("{}", e.trim_start_matches("its ")))?;
+        let key = signer(&opened, trusted).map_err(reason)?;
         Some(key.id.clone())
     };
-    let statement =
-        parse(&opened.payload).map_err(|e| format_err!("{}", e.trim_start_matches("its ")))?;
+    let statement = parse(&opened.payload).map_err(reason)?;
     let sha256 = match statement.subject[0].digest.get("sha256") {
         Some(hex) => hex.parse()?,
         None => bail!("the statement gives no SHA-256 of the artifact"),

@@ -49,22 +49,26 @@ impl Listing {
     fn of(name: &str, stat: &rustix::fs::Stat) -> Listing {
         let len = u64::try_from(stat.st_size).unwrap_or(0);
         let blocks = u64::try_from(stat.st_blocks).unwrap_or(0);
-        let modified = UNIX_EPOCH
-            + Duration::new(
-                u64::try_from(stat.st_mtime).unwrap_or(0),
-                u32::try_from(stat.st_mtime_nsec).unwrap_or(0),
-            );
         Listing {
             name: name.to_string(),
             kind: FileType::from_raw_mode(stat.st_mode),
             size: len.min(blocks.saturating_mul(512)),
-            modified,
+            modified: modified(stat),
         }
     }
 
     pub(crate) fn is_dir(&self) -> bool {
         self.kind == FileType::Directory
     }
+}
+
+/// When `stat`'s file was last modified.
+fn modified(stat: &rustix::fs::Stat) -> SystemTime {
+    UNIX_EPOCH
+        + Duration::new(
+            u64::try_from(stat.st_mtime).unwrap_or(0),
+            u32::try_from(stat.st_mtime_nsec).unwrap_or(0),
+        )
 }
 
 /// What opening an entry found.
@@ -302,7 +306,7 @@ impl Root {
     /// following a link; `None` if it is missing.
     pub(crate) fn modified(&self, name: &str) -> io::Result<Option<SystemTime>> {
         match rustix::fs::statat(&*self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(stat) => Ok(Some(Listing::of(name, &stat).modified)),
+            Ok(stat) => Ok(Some(modified(&stat))),
             Err(Errno::NOENT) => Ok(None),
             Err(e) => Err(io(e)),
         }

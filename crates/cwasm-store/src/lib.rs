@@ -85,8 +85,8 @@ mod tag;
 
 pub use admin::{EngineSummary, Entry};
 pub use attest::{
-    PAYLOAD_TYPE, PREDICATE_TYPE, Producer, Provenance, STATEMENT_TYPE, SigningKey, TrustedKey,
-    read_statement,
+    MAX_STATEMENT_LEN, PAYLOAD_TYPE, PREDICATE_TYPE, Producer, Provenance, STATEMENT_TYPE,
+    SigningKey, TrustedKey, read_statement,
 };
 pub use backend::{
     Backend, Fetched, Listed, LocalDir, ObjectStoreBackend, RemoteOptions, Streamed, shown_location,

@@ -26,8 +26,7 @@ use crate::digest::{Digest, Key};
 #[cfg(feature = "compile")]
 use crate::flight::{ErrorChain, Flight, FlightGuard, Inflight};
 use crate::inspect::engine_section;
-use crate::layout::describe;
-use crate::layout::{descriptor_path, is_artifact, section_path};
+use crate::layout::{EngineDescriptor, describe, descriptor_path, is_artifact, section_path};
 use crate::remembered::{FileStamp, Remembered};
 use crate::sealed::Sealed;
 use crate::stats::{Counters, Stats, bump};
@@ -451,13 +450,23 @@ impl ArtifactStore {
         let counters = self.counters.clone();
         let copy = move || {
             let statement = statement.or_else(|| {
-                match remote?.read_limited(&key.statement_path(), attest::MAX_LEN) {
+                match remote?.read_limited(&key.statement_path(), attest::MAX_STATEMENT_LEN) {
                     Ok(Fetched::Bytes(statement)) => Some(statement),
                     _ => None,
                 }
             });
             let statement = Statement::Copied(statement.as_deref());
-            if let Err(e) = write_entry(&config, &local, &key, artifact.bytes(), false, statement) {
+            let descriptor = describe(&key, artifact.bytes());
+            let bytes = artifact.bytes();
+            if let Err(e) = write_entry(
+                &config,
+                &local,
+                &key,
+                bytes,
+                descriptor.as_ref(),
+                false,
+                statement,
+            ) {
                 bump(&counters.store_errors);
                 tracing::warn!(error = %format!("{e:#}"), "could not copy a remote hit into the local tier");
             }
@@ -548,20 +557,28 @@ impl ArtifactStore {
                  what it wrote would not verify"
             );
         }
-        let target = crate::inspect::inspect(artifact)
-            .map(|info| info.target)
-            .unwrap_or_default();
+        // Read from the artifact's section once, for every tier.
+        let descriptor = describe(key, artifact);
+        let target = descriptor.as_ref().map_or("", |d| d.target.as_str());
         let envelope = attest::envelope(
             key,
             artifact,
             &self.config.producer,
-            &target,
+            target,
             self.config.signing_key.as_ref(),
         )?;
         let statement = Statement::Made(&envelope);
         let mut result = Ok(());
         if let Some(local) = &self.local {
-            result = write_entry(&self.config, local, key, artifact, false, statement);
+            result = write_entry(
+                &self.config,
+                local,
+                key,
+                artifact,
+                descriptor.as_ref(),
+                false,
+                statement,
+            );
             if result.is_ok() {
                 self.maybe_gc(local);
             }
@@ -572,6 +589,7 @@ impl ArtifactStore {
                 remote,
                 key,
                 artifact,
+                descriptor.as_ref(),
                 self.config.compress_remote,
                 statement,
             );
@@ -649,17 +667,20 @@ pub(crate) enum Statement<'a> {
 }
 
 /// Writes `artifact` (raw, or zstd-compressed with `compress`), its
-/// statement and, with a key configured, its tag under `key`.
+/// statement and, with a key configured, its tag under `key`; and the
+/// prefix's `descriptor` (read from the artifact by the caller) and engine
+/// section, if the prefix has none yet.
 pub(crate) fn write_entry(
     config: &StoreConfig,
     backend: &dyn Backend,
     key: &Key,
     artifact: &[u8],
+    descriptor: Option<&EngineDescriptor>,
     compress: bool,
     statement: Statement<'_>,
 ) -> Result<()> {
-    if let Some(descriptor) = describe(key, artifact) {
-        let json = serde_json::to_vec_pretty(&descriptor)?;
+    if let Some(descriptor) = descriptor {
+        let json = serde_json::to_vec_pretty(descriptor)?;
         backend.write_new(&descriptor_path(key.engine), &json)?;
     }
     // The section hashes to the key's engine (checked by `put`), so it is
