@@ -13,12 +13,18 @@
 //!    listed, which is enough as long as no build input is missing;
 //! 2. applies the series with `git am`, and runs `cargo check -p wasmtime`
 //!    after every patch, so each patch builds on its own;
-//! 3. runs upstream's tests on the result: `cargo test -p wasmtime --lib`
+//! 3. runs on the result every `cargo check` of the `wasmtime` crate that
+//!    upstream's CI runs and this machine can run, read from the checkout's
+//!    own `.github/workflows/main.yml` ([`ci_checks`]): its feature matrix
+//!    (`micro_checks`) on the host, and its `no_std` checks for each target
+//!    whose standard library is installed (`rustup target add`);
+//! 4. runs upstream's tests on the result: `cargo test -p wasmtime --lib`
 //!    (with the `wmemcheck` feature, which the series' own tests need), and
 //!    the integration tests in upstream's `tests/all/` that exercise the engine
-//!    section (`module_serialize.rs`, `module.rs`), compiled by a small
-//!    harness package because upstream's `all` test binary needs
-//!    `wasm32-wasip1` guest programs that cannot be built offline.
+//!    section (`module_serialize.rs`, `module.rs`, `component_model/aot.rs`),
+//!    compiled by a small harness package because upstream's `all` test
+//!    binary needs `wasm32-wasip1` guest programs that cannot be built
+//!    offline.
 //!
 //! Upstream `main` declares a newer `rust-version` than this repository's
 //! toolchain; every cargo command passes `--ignore-rust-version`.
@@ -41,6 +47,21 @@ const INTEGRATION_TESTS: &[(&str, &str)] = &[
     ("tests/all/module_serialize.rs", "module_serialize"),
     ("tests/all/module.rs", "module"),
 ];
+
+/// Upstream's component-model test of artifacts, which takes its engine from
+/// its parent module (`super::engine()`); the harness gives it one.
+const COMPONENT_AOT_TEST: &str = "tests/all/component_model/aot.rs";
+
+/// Where upstream's CI is defined, relative to the checkout.
+const CI_WORKFLOW: &str = ".github/workflows/main.yml";
+
+/// One `cargo check` of upstream's CI: its arguments after `check`, and the
+/// target it runs for (`None`: the host).
+#[derive(Debug, PartialEq)]
+struct CiCheck {
+    args: Vec<String>,
+    target: Option<String>,
+}
 
 /// The features upstream's integration tests enable on wasmtime (its root
 /// `Cargo.toml`, `[dev-dependencies.wasmtime]`), plus `wmemcheck` for the
@@ -91,6 +112,7 @@ pub fn check(root: &Path, checkout: &Path, run_tests: bool) -> Result<()> {
         ]))
         .with_context(|| format!("{} does not build on upstream {base}", patch.name))?;
     }
+    run_ci_checks(&wt, &target_dir)?;
     if !run_tests {
         eprintln!(
             "upstream-check: {} patches apply and build on {base}",
@@ -124,6 +146,99 @@ pub fn check(root: &Path, checkout: &Path, run_tests: bool) -> Result<()> {
         series.len()
     );
     Ok(())
+}
+
+/// Runs every check [`ci_checks`] finds in `wt`'s workflow, skipping those
+/// for targets whose standard library is not installed, and fails if any
+/// fails (after running them all, so the report is complete).
+fn run_ci_checks(wt: &Path, target_dir: &Path) -> Result<()> {
+    let workflow = fs::read_to_string(wt.join(CI_WORKFLOW))
+        .with_context(|| format!("reading upstream's {CI_WORKFLOW}"))?;
+    let checks = ci_checks(&workflow);
+    if checks.is_empty() {
+        bail!("found no `cargo check -p wasmtime` in upstream's {CI_WORKFLOW}");
+    }
+    let installed =
+        output(Command::new("rustup").args(["target", "list", "--installed"])).unwrap_or_default();
+    let mut failed = Vec::new();
+    for check in &checks {
+        let shown = match &check.target {
+            Some(target) => format!("{} --target {target}", check.args.join(" ")),
+            None => check.args.join(" "),
+        };
+        if let Some(target) = &check.target
+            && !installed.lines().any(|t| t.trim() == target)
+        {
+            eprintln!("== skipped (no `{target}` standard library here): cargo check {shown}");
+            continue;
+        }
+        eprintln!("== upstream CI: cargo check {shown}");
+        let mut cmd = upstream_cargo(wt, target_dir);
+        cmd.args(["check", "--quiet"]).args(&check.args);
+        if let Some(target) = &check.target {
+            cmd.args(["--target", target]);
+        }
+        if run(cmd.arg("--ignore-rust-version")).is_err() {
+            failed.push(shown);
+        }
+    }
+    if !failed.is_empty() {
+        bail!(
+            "the series fails upstream's CI checks:\n  {}",
+            failed.join("\n  ")
+        );
+    }
+    eprintln!(
+        "upstream-check: {} of upstream's CI checks pass",
+        checks.len()
+    );
+    Ok(())
+}
+
+/// The `cargo check`s of the `wasmtime` crate in upstream's CI workflow:
+/// each `-p wasmtime ...` line of the `wasmtime` entry of `micro_checks`
+/// (run on the host), and each `cargo check -p wasmtime ...` command of a
+/// `platform_checks` entry for a `*-none*` target (the `no_std` checks).
+fn ci_checks(workflow: &str) -> Vec<CiCheck> {
+    let mut checks = Vec::new();
+    let mut job = "";
+    let mut target: Option<&str> = None;
+    for line in workflow.lines() {
+        // Jobs are the keys indented by two spaces.
+        if let Some(key) = line.strip_prefix("  ").and_then(|l| l.strip_suffix(':'))
+            && !key.starts_with(' ')
+        {
+            job = key;
+            target = None;
+        }
+        let text = line.trim();
+        if let Some(t) = text.strip_prefix("- target: ") {
+            target = Some(t.trim());
+        }
+        if job == "micro_checks" && text.starts_with("-p wasmtime ") {
+            checks.push(CiCheck {
+                args: text.split_whitespace().map(String::from).collect(),
+                target: None,
+            });
+        }
+        if job == "platform_checks"
+            && let Some(t) = target.filter(|t| t.contains("-none"))
+        {
+            for command in text.split("&&") {
+                let command = command.trim();
+                let command = command.strip_prefix("test:").unwrap_or(command).trim();
+                if let Some(args) = command.strip_prefix("cargo check -p wasmtime ") {
+                    let mut all = vec!["-p".to_string(), "wasmtime".to_string()];
+                    all.extend(args.split_whitespace().map(String::from));
+                    checks.push(CiCheck {
+                        args: all,
+                        target: Some(t.to_string()),
+                    });
+                }
+            }
+        }
+    }
+    checks
 }
 
 /// `cargo` in `dir`, for every build of upstream's code: the shared target
@@ -276,6 +391,11 @@ fn write_harness(scratch: &Path, wt: &Path) -> Result<PathBuf> {
             wt.join(path).display()
         ));
     }
+    lib.push_str(&format!(
+        "mod component_model {{\n    pub use wasmtime_test_util::component::engine;\n    \
+         #[path = \"{}\"]\n    mod aot;\n}}\n",
+        wt.join(COMPONENT_AOT_TEST).display()
+    ));
     fs::write(dir.join("src/lib.rs"), lib)?;
     fs::copy(wt.join("Cargo.lock"), dir.join("Cargo.lock"))?;
     Ok(dir)
@@ -299,4 +419,77 @@ fn pipe(cmd: &mut Command, input: &str) -> Result<String> {
         bail!("git failed with {}", out.status);
     }
     Ok(String::from_utf8(out.stdout)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ci_checks_are_read_from_the_workflow() {
+        let workflow = "\
+jobs:
+  micro_checks:
+    strategy:
+      matrix:
+        include:
+          - name: wasmtime
+            checks: |
+              -p wasmtime --no-default-features
+              -p wasmtime --all-features
+          - name: wasmtime-fiber
+            checks: |
+              -p wasmtime-internal-fiber --no-default-features
+  platform_checks:
+    strategy:
+      matrix:
+        include:
+        - target: x86_64-unknown-none
+          test: >
+            cargo check -p wasmtime --no-default-features --features runtime &&
+            cargo check -p cranelift-control --no-default-features
+        - target: wasm32-wasip1
+          test: cargo check -p wasmtime --features x
+        - target: riscv32imac-unknown-none-elf
+          test: cargo check -p wasmtime --no-default-features --features gc
+  other:
+    steps:
+    - run: cargo check -p wasmtime --features y
+";
+        let host = |args: &str| CiCheck {
+            args: args.split(' ').map(String::from).collect(),
+            target: None,
+        };
+        assert_eq!(
+            ci_checks(workflow),
+            [
+                host("-p wasmtime --no-default-features"),
+                host("-p wasmtime --all-features"),
+                CiCheck {
+                    args: [
+                        "-p",
+                        "wasmtime",
+                        "--no-default-features",
+                        "--features",
+                        "runtime"
+                    ]
+                    .map(String::from)
+                    .to_vec(),
+                    target: Some("x86_64-unknown-none".to_string()),
+                },
+                CiCheck {
+                    args: [
+                        "-p",
+                        "wasmtime",
+                        "--no-default-features",
+                        "--features",
+                        "gc"
+                    ]
+                    .map(String::from)
+                    .to_vec(),
+                    target: Some("riscv32imac-unknown-none-elf".to_string()),
+                },
+            ]
+        );
+    }
 }
