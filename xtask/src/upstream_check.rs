@@ -12,7 +12,8 @@
 //!    fixtures): the files that are present are checked out and the rest are
 //!    listed, which is enough as long as no build input is missing;
 //! 2. applies the series with `git am`, and runs `cargo check -p wasmtime`
-//!    after every patch, so each patch builds on its own;
+//!    after every patch ([`PER_PATCH_CHECKS`]: the default features, and a
+//!    runtime without a compiler), so each patch builds on its own;
 //! 3. runs on the result every `cargo check` of the `wasmtime` crate that
 //!    upstream's CI runs and this machine can run, read from the checkout's
 //!    own `.github/workflows/main.yml` ([`ci_checks`]): its feature matrix
@@ -51,6 +52,16 @@ const INTEGRATION_TESTS: &[(&str, &str)] = &[
 /// Upstream's component-model test of artifacts, which takes its engine from
 /// its parent module (`super::engine()`); the harness gives it one.
 const COMPONENT_AOT_TEST: &str = "tests/all/component_model/aot.rs";
+
+/// The `cargo check -p wasmtime --lib` feature sets every patch must build
+/// with on its own: the default features with the unit tests (and
+/// `wmemcheck`, which the series' tests use), and a runtime with `std` but
+/// without a compiler, where code only compiling engines use must not leave
+/// unused imports (wasmtime allows them only without `runtime` or `std`).
+const PER_PATCH_CHECKS: &[&[&str]] = &[
+    &["--tests", "--features", "wmemcheck"],
+    &["--no-default-features", "--features", "runtime,std"],
+];
 
 /// Where upstream's CI is defined, relative to the checkout.
 const CI_WORKFLOW: &str = ".github/workflows/main.yml";
@@ -99,18 +110,19 @@ pub fn check(root: &Path, checkout: &Path, run_tests: bool) -> Result<()> {
             series.len(),
             patch.name
         );
-        run(upstream_cargo(&wt, &target_dir).args([
-            "check",
-            "--quiet",
-            "-p",
-            "wasmtime",
-            "--lib",
-            "--tests",
-            "--features",
-            "wmemcheck",
-            "--ignore-rust-version",
-        ]))
-        .with_context(|| format!("{} does not build on upstream {base}", patch.name))?;
+        for features in PER_PATCH_CHECKS {
+            run(upstream_cargo(&wt, &target_dir)
+                .args(["check", "--quiet", "-p", "wasmtime", "--lib"])
+                .args(*features)
+                .arg("--ignore-rust-version"))
+            .with_context(|| {
+                format!(
+                    "{} does not build on upstream {base} with {}",
+                    patch.name,
+                    features.join(" ")
+                )
+            })?;
+        }
     }
     run_ci_checks(&wt, &target_dir)?;
     if !run_tests {
