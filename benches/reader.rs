@@ -1,6 +1,8 @@
-//! The artifact reader's cost against the artifact's size: it reads the ELF
-//! header, the section table and the engine section only, so it should stay
-//! flat from kilobytes to tens of megabytes.
+//! The artifact reader's cost against the artifact's size and its number of
+//! functions. It parses the ELF file as `Engine::detect_precompiled{,_file}`
+//! do (header, section table, symbol table), then hashes the engine section:
+//! flat in the size of data and code, while the file variant reads the whole
+//! symbol table, which grows with the number of functions.
 
 mod common;
 
@@ -44,8 +46,17 @@ fn bench(c: &mut Criterion) {
             .precompile_module(common::code_module(funcs).as_bytes())
             .unwrap();
         let label = format!("{funcs} functions ({} byte artifact)", artifact.len());
+        let path = dir.join(format!("{funcs}-functions.cwasm"));
+        std::fs::write(&path, &artifact).unwrap();
         g.bench_with_input(BenchmarkId::new("bytes", &label), &artifact, |b, a| {
             b.iter(|| Engine::detect_serialization_compatibility_hash(black_box(a)).unwrap())
+        });
+        g.bench_with_input(BenchmarkId::new("file", &label), &path, |b, p| {
+            b.iter(|| {
+                Engine::detect_serialization_compatibility_hash_file(black_box(p))
+                    .unwrap()
+                    .unwrap()
+            })
         });
     }
     g.finish();

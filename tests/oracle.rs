@@ -39,7 +39,7 @@ const STAMPED_BY_THE_SERIES: &[&str] = &[
     "memory_guaranteed_dense_image_size=0",
 ];
 
-/// Settings whose code the series changes on purpose (patch 5: `false`
+/// Settings whose code the series changes on purpose (patch 6: `false`
 /// no longer turns the debug checks on): the fork's artifacts are then the
 /// default configuration's.
 const FIXED_BY_THE_SERIES: &[&str] = &["cranelift_wasmtime_debug_checks=false"];
