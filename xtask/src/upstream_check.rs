@@ -468,39 +468,24 @@ jobs:
     steps:
     - run: cargo check -p wasmtime --features y
 ";
-        let host = |args: &str| CiCheck {
+        let check = |args: &str, target: Option<&str>| CiCheck {
             args: args.split(' ').map(String::from).collect(),
-            target: None,
+            target: target.map(String::from),
         };
+        let none = "--no-default-features --features";
         assert_eq!(
             ci_checks(workflow),
             [
-                host("-p wasmtime --no-default-features"),
-                host("-p wasmtime --all-features"),
-                CiCheck {
-                    args: [
-                        "-p",
-                        "wasmtime",
-                        "--no-default-features",
-                        "--features",
-                        "runtime"
-                    ]
-                    .map(String::from)
-                    .to_vec(),
-                    target: Some("x86_64-unknown-none".to_string()),
-                },
-                CiCheck {
-                    args: [
-                        "-p",
-                        "wasmtime",
-                        "--no-default-features",
-                        "--features",
-                        "gc"
-                    ]
-                    .map(String::from)
-                    .to_vec(),
-                    target: Some("riscv32imac-unknown-none-elf".to_string()),
-                },
+                check("-p wasmtime --no-default-features", None),
+                check("-p wasmtime --all-features", None),
+                check(
+                    &format!("-p wasmtime {none} runtime"),
+                    Some("x86_64-unknown-none")
+                ),
+                check(
+                    &format!("-p wasmtime {none} gc"),
+                    Some("riscv32imac-unknown-none-elf")
+                ),
             ]
         );
     }
