@@ -6,8 +6,12 @@
 
 mod common;
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{
+    BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main,
+};
 use std::hint::black_box;
+use std::path::Path;
 use wasmtime::Engine;
 
 const SIZES: &[(&str, usize)] = &[
@@ -23,44 +27,44 @@ fn bench(c: &mut Criterion) {
     let dir = std::env::temp_dir().join(format!("cwasm-bench-reader-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut g = c.benchmark_group("detect_serialization_compatibility_hash");
+    g.throughput(Throughput::Elements(1));
     for &(name, len) in SIZES {
         let artifact = engine.precompile_module(&common::data_module(len)).unwrap();
         let path = dir.join(format!("{name}.cwasm"));
-        std::fs::write(&path, &artifact).unwrap();
-        g.throughput(Throughput::Elements(1));
-        let label = format!("{name} data ({} byte artifact)", artifact.len());
-        g.bench_with_input(BenchmarkId::new("bytes", &label), &artifact, |b, a| {
-            b.iter(|| Engine::detect_serialization_compatibility_hash(black_box(a)).unwrap())
-        });
-        g.bench_with_input(BenchmarkId::new("file", &label), &path, |b, p| {
-            b.iter(|| {
-                Engine::detect_serialization_compatibility_hash_file(black_box(p))
-                    .unwrap()
-                    .unwrap()
-            })
-        });
+        bench_both_readers(&mut g, &format!("{name} data"), &artifact, &path);
     }
     // Code-heavy artifacts: many functions, many symbols.
     for funcs in [10, 1000, 5000] {
         let artifact = engine
             .precompile_module(common::code_module(funcs).as_bytes())
             .unwrap();
-        let label = format!("{funcs} functions ({} byte artifact)", artifact.len());
         let path = dir.join(format!("{funcs}-functions.cwasm"));
-        std::fs::write(&path, &artifact).unwrap();
-        g.bench_with_input(BenchmarkId::new("bytes", &label), &artifact, |b, a| {
-            b.iter(|| Engine::detect_serialization_compatibility_hash(black_box(a)).unwrap())
-        });
-        g.bench_with_input(BenchmarkId::new("file", &label), &path, |b, p| {
-            b.iter(|| {
-                Engine::detect_serialization_compatibility_hash_file(black_box(p))
-                    .unwrap()
-                    .unwrap()
-            })
-        });
+        bench_both_readers(&mut g, &format!("{funcs} functions"), &artifact, &path);
     }
     g.finish();
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Writes `artifact` to `path`, then times the bytes reader on `artifact`
+/// and the file reader on `path`, both labelled `what` and the size.
+fn bench_both_readers(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    what: &str,
+    artifact: &[u8],
+    path: &Path,
+) {
+    std::fs::write(path, artifact).unwrap();
+    let label = format!("{what} ({} byte artifact)", artifact.len());
+    g.bench_with_input(BenchmarkId::new("bytes", &label), artifact, |b, a| {
+        b.iter(|| Engine::detect_serialization_compatibility_hash(black_box(a)).unwrap())
+    });
+    g.bench_with_input(BenchmarkId::new("file", &label), path, |b, p| {
+        b.iter(|| {
+            Engine::detect_serialization_compatibility_hash_file(black_box(p))
+                .unwrap()
+                .unwrap()
+        })
+    });
 }
 
 criterion_group!(benches, bench);
