@@ -389,8 +389,8 @@ fn demo_uses_the_cache_directory_and_hits_the_second_time() {
 fn object_store_urls() {
     let Ok(bucket) = std::env::var("CWASM_TEST_S3_URL") else {
         assert!(
-            std::env::var_os("CWASM_REQUIRE_S3").is_none(),
-            "CWASM_REQUIRE_S3 is set but CWASM_TEST_S3_URL is not"
+            std::env::var_os("CWASM_REQUIRE_SERVERS").is_none(),
+            "CWASM_REQUIRE_SERVERS is set but CWASM_TEST_S3_URL is not"
         );
         eprintln!("skipped: no S3 server (run `cargo xtask test`)");
         return;

@@ -12,7 +12,7 @@
 use crate::cmd::{cargo, output, run};
 use crate::fork;
 use crate::lines::{self, Role};
-use crate::tools::S3Server;
+use crate::servers::{Server, Servers};
 use anyhow::{Context, Result, bail};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -204,7 +204,7 @@ pub fn bench(root: &Path, quick: bool) -> Result<()> {
         }
         ratios.push(baseline_ratio(&criterion_home.join("precompile_module"))?);
     }
-    let s3 = S3Server::start(root)?;
+    let servers = Servers::start(root, &[Server::S3, Server::Registry])?;
     for bench in ["store", "hash", "reader", "sha256", "baseline"] {
         let mut cmd = cargo();
         // Errors capture a backtrace when RUST_BACKTRACE is set, which
@@ -213,13 +213,13 @@ pub fn bench(root: &Path, quick: bool) -> Result<()> {
         cmd.current_dir(root)
             .env_remove("RUST_BACKTRACE")
             .env("CRITERION_HOME", &criterion_home)
-            .envs(s3.env())
+            .envs(servers.env())
             .args(["bench", "--locked", "-p", "cwasm-benches", "--bench", bench])
             .arg("--")
             .args(criterion_args);
         run(&mut cmd)?;
     }
-    drop(s3);
+    drop(servers);
     match run(Command::new("openssl").args(["speed", "-evp", "sha256", "-seconds", "2"])) {
         Ok(()) => {}
         Err(e) => eprintln!("note: no `openssl speed` reference: {e:#}"),

@@ -17,6 +17,7 @@ mod fork;
 mod lines;
 mod patchfile;
 mod run;
+mod servers;
 mod test;
 mod tools;
 mod upstream_check;
@@ -81,6 +82,10 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// Start the test servers (S3, GCS, Azure, an OCI registry) on
+    /// loopback, print the environment the tests read, and keep them up
+    /// until interrupted: for running single tests by hand.
+    Servers,
 }
 
 fn parse_line(name: &str) -> Result<&'static Line, String> {
@@ -119,6 +124,7 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Run => run::run_main_job(&root),
         Command::Test => test::test(&root),
         Command::Bench { quick } => bench::bench(&root, quick),
+        Command::Servers => servers::serve(&root),
     }
 }
 

@@ -5,7 +5,8 @@ use crate::cmd::{cargo, output, run};
 use crate::fork;
 use crate::lines::{self, Role};
 use crate::run::{ensure_fork, ensure_workspace_forks};
-use crate::tools::{S3Server, provide_cmake};
+use crate::servers::{Server, Servers};
+use crate::tools::provide_cmake;
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -167,10 +168,10 @@ pub fn test(root: &Path) -> Result<()> {
         "cwasm-oracle",
     ]))?;
     let runtime_host = build_runtime_host(root)?;
-    let s3 = S3Server::start(root)?;
+    let servers = Servers::start(root, &Server::ALL)?;
     let mut cmd = cargo();
     cmd.current_dir(root)
-        .envs(s3.env())
+        .envs(servers.env())
         .env("CWASM_RUNTIME_HOST", &runtime_host)
         .env("CWASM_REQUIRE_RUNTIME_HOST", "1")
         .env("CWASM_PRISTINE_ORACLE", &oracle)
