@@ -89,7 +89,8 @@ pub use attest::{
     SigningKey, TrustedKey, read_statement,
 };
 pub use backend::{
-    Backend, Fetched, Listed, LocalDir, ObjectStoreBackend, RemoteOptions, Streamed, shown_location,
+    Backend, Fetched, Listed, LocalDir, ObjectStoreBackend, OciBackend, RemoteOptions, Streamed,
+    shown_location,
 };
 pub use config::StoreConfig;
 pub use digest::{Digest, Key};
@@ -99,6 +100,16 @@ pub use layout::EngineDescriptor;
 pub use profile::{CpuProfile, HostInfo};
 /// The version requirements of [`StoreConfig::refused_producers`].
 pub use semver;
+
+/// What the OCI backend ([`OciBackend`]) writes into a registry: the
+/// `artifactType` of each kind of manifest and the annotations a registry
+/// lists with them (see `backend/oci.rs` for the mapping).
+pub mod oci {
+    pub use crate::backend::oci::{
+        ARTIFACT_TYPE, ENGINE, ENGINE_FILE_TYPE, PATH, PRODUCER, REFERRERS_FRESH, REINDEX_AFTER,
+        STATEMENT_TYPE, TAG_TYPE, TARGET,
+    };
+}
 pub use stats::Stats;
 pub use store::{ArtifactStore, GcReport, Verdict};
 /// wasmtime's own `[cache]` settings, which [`StoreConfig::cache`] holds.

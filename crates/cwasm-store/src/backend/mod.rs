@@ -9,15 +9,19 @@
 //!   `fsops.rs` (relative to the root's descriptor);
 //! - `remote.rs`: [`ObjectStoreBackend`], S3, GCS, Azure and HTTP
 //!   through the `object_store` crate;
+//! - `oci.rs`: [`OciBackend`], an OCI registry, the entries attached to
+//!   the wasm's image as referrers;
 //! - [`SCHEMES`]: which backend a location's URL scheme opens. A new kind of
 //!   backend is one file here and one row there.
 
 mod local;
+pub(crate) mod oci;
 mod remote;
 
 use crate::digest::Digest;
 use crate::layout::prefix_engine;
 pub use local::LocalDir;
+pub use oci::OciBackend;
 pub use remote::{ObjectStoreBackend, RemoteOptions, shown_location};
 use std::io;
 use std::path::PathBuf;
@@ -51,6 +55,9 @@ pub(crate) const SCHEMES: &[(&str, Opener)] = &[
     ("azure", open_object_store),
     ("abfs", open_object_store),
     ("abfss", open_object_store),
+    ("oci", |location| {
+        Ok(Opens::Remote(Box::new(OciBackend::open(location)?)))
+    }),
     ("http", open_object_store),
     ("https", open_object_store),
 ];

@@ -28,6 +28,15 @@ pub struct ObjectStoreBackend {
     url: String,
     store: Arc<dyn ObjectStore>,
     prefix: ObjectPath,
+    bounded: Bounded,
+}
+
+/// A remote backend's calls: run on a private runtime, within the time
+/// limit, skipped for a while after a failure, with secrets removed from
+/// their errors.
+pub(crate) struct Bounded {
+    /// The location as shown, for errors.
+    url: String,
     runtime: tokio::runtime::Runtime,
     options: RemoteOptions,
     down_until: std::sync::Mutex<Option<std::time::Instant>>,
@@ -152,24 +161,44 @@ impl ObjectStoreBackend {
             }
             format_err!("cannot open `{shown}`: {text}")
         })?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("failed to start the object store's runtime")?;
         Ok(ObjectStoreBackend {
-            secrets,
+            bounded: Bounded::new(shown.clone(), remote, secrets)?,
             url: shown,
             store: Arc::from(store),
             prefix,
+        })
+    }
+
+    fn run<T: Send>(&self, call: impl std::future::Future<Output = Result<T>> + Send) -> Result<T> {
+        self.bounded.run(call)
+    }
+}
+
+impl Bounded {
+    pub(crate) fn new(
+        url: String,
+        options: RemoteOptions,
+        secrets: Vec<String>,
+    ) -> Result<Bounded> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("failed to start the remote backend's runtime")?;
+        Ok(Bounded {
+            url,
             runtime,
-            options: remote,
+            options,
             down_until: std::sync::Mutex::new(None),
+            secrets,
         })
     }
 
     /// Runs `call` on the backend's runtime within the time limit, unless
     /// the bucket failed recently; a failure starts a skip period.
-    fn run<T: Send>(&self, call: impl std::future::Future<Output = Result<T>> + Send) -> Result<T> {
+    pub(crate) fn run<T: Send>(
+        &self,
+        call: impl std::future::Future<Output = Result<T>> + Send,
+    ) -> Result<T> {
         let lock = || self.down_until.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(until) = *lock() {
             let now = std::time::Instant::now();
@@ -214,7 +243,9 @@ impl ObjectStoreBackend {
             format_err!("{text}")
         })
     }
+}
 
+impl ObjectStoreBackend {
     /// Whether the object exists (a HEAD: nothing of it is read).
     fn exists(&self, path: &str) -> Result<bool> {
         let object = self.object(path);

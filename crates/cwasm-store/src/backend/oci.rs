@@ -1,0 +1,963 @@
+//! OCI registries: a store's objects kept next to the wasm they were
+//! compiled from, as OCI artifacts (`oci://registry/repository`).
+//!
+//! runwasi, wasmCloud and others ship wasm as OCI images. This backend
+//! keeps each entry of the store (its artifact, tag and statement) as an
+//! artifact manifest whose `subject` is the manifest of the image holding
+//! the wasm, so that the registry lists it among that image's referrers
+//! (OCI distribution 1.1). Where the registry has no referrers API, the
+//! spec's fallback is used: an image index under the tag
+//! `sha256-<subject hex>`, updated by the writer.
+//!
+//! The mapping, from the store's names (`layout.rs`) to the registry:
+//!
+//! 1. An entry's object, `<engine>/<wasm>.cwasm[.zst][.hmac]` or
+//!    `.cwasm.intoto.json`: a manifest with one layer (the object's bytes),
+//!    the empty config, the subject above, an `artifactType` per kind
+//!    ([`ARTIFACT_TYPE`], [`TAG_TYPE`], [`STATEMENT_TYPE`]) and annotations:
+//!    the store path ([`PATH`]), the engine hash, the wasm digest, the
+//!    layer's digest and size, the producer, the time, and for a raw
+//!    artifact its target. A lookup lists the subject's referrers once
+//!    (reused for [`REFERRERS_FRESH`], so that an entry's tag, statement
+//!    and artifact cost one listing) and fetches the layer by digest.
+//! 2. A prefix's `engine.json` and `engine.section`: a manifest without a
+//!    subject under the tag `cwasm-<engine>.<name>`.
+//!
+//! The subject of a wasm digest is found in the image the URL names
+//! (`oci://registry/repository:tag` or `@sha256:...`), or, for a URL
+//! naming only the repository, in the images of every tag of it (listed
+//! once, again at most every [`REINDEX_AFTER`]). A wasm that no image of
+//! the repository holds is a miss, and writing its entry is an error.
+//!
+//! Nothing the registry says is trusted: the store checks every object it
+//! reads exactly as it does an object store's (stamp, tag, signature, size
+//! limit, time limit). Manifests and referrer indexes are read whole by the
+//! OCI client, within the time limit.
+
+use super::remote::Bounded;
+use super::{Backend, Fetched, Listed, Streamed};
+use crate::digest::Digest;
+use crate::layout::{
+    ARTIFACT_SUFFIX, DESCRIPTOR, SECTION, STATEMENT_SUFFIX, TAG_SUFFIX, ZSTD_SUFFIX, prefix_engine,
+};
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::manifest::OciDescriptor;
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference, RegistryOperation};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use wasmtime::error::Context;
+use wasmtime::{Result, bail, format_err};
+
+/// `artifactType` of a precompiled artifact's manifest (raw or zstd).
+pub const ARTIFACT_TYPE: &str = "application/vnd.cwasm.precompiled.v1";
+/// `artifactType` of an entry's keyed tag.
+pub const TAG_TYPE: &str = "application/vnd.cwasm.tag.v1";
+/// `artifactType` of an entry's statement (a DSSE envelope).
+pub const STATEMENT_TYPE: &str = "application/vnd.cwasm.statement.v1";
+/// `artifactType` of a prefix's descriptor or engine section.
+pub const ENGINE_FILE_TYPE: &str = "application/vnd.cwasm.engine-file.v1";
+/// The annotation naming the store path a manifest holds.
+pub const PATH: &str = "dev.cwasm.path";
+/// The annotation with the engine hash (64 hex digits).
+pub const ENGINE: &str = "dev.cwasm.engine";
+/// The annotation with the compilation target (raw artifacts).
+pub const TARGET: &str = "dev.cwasm.target";
+/// The annotation naming what wrote the manifest.
+pub const PRODUCER: &str = "dev.cwasm.producer";
+const WASM: &str = "dev.cwasm.wasm";
+const LAYER: &str = "dev.cwasm.layer";
+const SIZE: &str = "dev.cwasm.size";
+const CREATED: &str = "org.opencontainers.image.created";
+
+/// How long one listing of a subject's referrers is reused.
+pub const REFERRERS_FRESH: Duration = Duration::from_secs(2);
+/// How often a repository's tags may be listed again to find a wasm.
+pub const REINDEX_AFTER: Duration = Duration::from_secs(60);
+
+const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+const EMPTY: &str = "application/vnd.oci.empty.v1+json";
+const EMPTY_DIGEST: &str =
+    "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
+/// The largest manifest indexed while looking for a wasm.
+const MAX_MANIFEST: usize = 4 << 20;
+/// The most tags listed while looking for a wasm.
+const MAX_TAGS: usize = 10_000;
+
+/// A store in an OCI registry: `oci://registry/repository[:tag|@digest]`.
+///
+/// Credentials come from `CWASM_OCI_USERNAME` and `CWASM_OCI_PASSWORD`
+/// (anonymous without them). A loopback registry is spoken to over plain
+/// HTTP, any other over HTTPS (`CWASM_OCI_PLAIN_HTTP=1` forces HTTP). Calls
+/// are bounded and skipped after a failure as [`RemoteOptions`] says.
+///
+/// [`RemoteOptions`]: super::RemoteOptions
+pub struct OciBackend {
+    shown: String,
+    registry: String,
+    repository: String,
+    named: Option<Named>,
+    client: Client,
+    http: reqwest::Client,
+    plain_http: bool,
+    auth: RegistryAuth,
+    bounded: Bounded,
+    state: Mutex<State>,
+}
+
+enum Named {
+    Tag(String),
+    Digest(String),
+}
+
+/// A manifest a referrer points at.
+#[derive(Clone, Debug)]
+struct Subject {
+    media_type: String,
+    digest: String,
+    size: i64,
+}
+
+/// One of a subject's referrers that holds a store object.
+#[derive(Clone, Debug)]
+struct Referrer {
+    digest: String,
+    path: String,
+    layer: String,
+    size: u64,
+    created: String,
+}
+
+#[derive(Default)]
+struct State {
+    subjects: HashMap<Digest, Subject>,
+    named_indexed: bool,
+    indexed_at: Option<Instant>,
+    referrers: HashMap<String, (Instant, Arc<Vec<Referrer>>)>,
+}
+
+/// Where a store path lives in the registry.
+enum Place {
+    /// A referrer of the image holding this wasm.
+    Entry {
+        wasm: Digest,
+        artifact_type: &'static str,
+        media_type: &'static str,
+    },
+    /// A manifest under this tag.
+    Tagged(String),
+}
+
+impl std::fmt::Debug for OciBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OciBackend")
+            .field("url", &self.shown)
+            .finish()
+    }
+}
+
+impl OciBackend {
+    /// Opens `oci://registry/repository[:tag|@sha256:...]`.
+    pub fn open(url: &str) -> Result<OciBackend> {
+        OciBackend::open_with(url, super::RemoteOptions::default())
+    }
+
+    /// Like [`OciBackend::open`], with other time limits.
+    pub fn open_with(url: &str, options: super::RemoteOptions) -> Result<OciBackend> {
+        let rest = url
+            .strip_prefix("oci://")
+            .with_context(|| format!("`{url}` is not an oci:// URL"))?;
+        let (registry, path) = rest
+            .split_once('/')
+            .with_context(|| format!("`{url}` names no repository (oci://registry/repository)"))?;
+        let (path, named) = match path.split_once('@') {
+            Some((repo, digest)) => {
+                Digest::from_oci(digest).with_context(|| format!("in `{url}`"))?;
+                (repo, Some(Named::Digest(digest.to_string())))
+            }
+            None => match path.rsplit_once(':') {
+                Some((repo, tag)) if !tag.contains('/') => (repo, Some(Named::Tag(tag.into()))),
+                _ => (path, None),
+            },
+        };
+        if registry.is_empty() || path.is_empty() || path.contains("//") {
+            bail!("`{url}` is not oci://registry/repository[:tag|@digest]");
+        }
+        let host = registry.rsplit_once(':').map_or(registry, |(h, _)| h);
+        let plain_http = matches!(host, "127.0.0.1" | "localhost" | "[::1]")
+            || std::env::var("CWASM_OCI_PLAIN_HTTP").is_ok_and(|v| v == "1");
+        let client = Client::new(ClientConfig {
+            protocol: if plain_http {
+                ClientProtocol::Http
+            } else {
+                ClientProtocol::Https
+            },
+            connect_timeout: Some(options.connect_timeout),
+            read_timeout: Some(options.timeout),
+            ..ClientConfig::default()
+        });
+        let http = reqwest::Client::builder()
+            .connect_timeout(options.connect_timeout)
+            .timeout(options.timeout)
+            .build()
+            .context("failed to make an HTTP client")?;
+        let auth = match (
+            std::env::var("CWASM_OCI_USERNAME"),
+            std::env::var("CWASM_OCI_PASSWORD"),
+        ) {
+            (Ok(user), Ok(password)) => RegistryAuth::Basic(user, password),
+            _ => RegistryAuth::Anonymous,
+        };
+        let shown = format!("oci://{rest}");
+        Ok(OciBackend {
+            bounded: Bounded::new(shown.clone(), options, Vec::new())?,
+            shown,
+            registry: registry.to_string(),
+            repository: path.to_string(),
+            named,
+            client,
+            http,
+            plain_http,
+            auth,
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn by_digest(&self, digest: &str) -> Reference {
+        Reference::with_digest(
+            self.registry.clone(),
+            self.repository.clone(),
+            digest.to_string(),
+        )
+    }
+
+    fn by_tag(&self, tag: &str) -> Reference {
+        Reference::with_tag(
+            self.registry.clone(),
+            self.repository.clone(),
+            tag.to_string(),
+        )
+    }
+
+    /// The manifest of the image holding `wasm`, if the repository (or the
+    /// image the URL names) has one.
+    async fn subject_of(&self, wasm: Digest) -> Result<Option<Subject>> {
+        if let Some(subject) = self.state().subjects.get(&wasm) {
+            return Ok(Some(subject.clone()));
+        }
+        match &self.named {
+            Some(named) => {
+                if self.state().named_indexed {
+                    return Ok(None);
+                }
+                let reference = match named {
+                    Named::Tag(tag) => self.by_tag(tag),
+                    Named::Digest(digest) => self.by_digest(digest),
+                };
+                match self
+                    .pull_manifest(&reference, &[MANIFEST, DOCKER_MANIFEST])
+                    .await?
+                {
+                    Some((bytes, digest)) => self.index(&bytes, &digest),
+                    None => bail!("{}: no such image", self.shown),
+                }
+                self.state().named_indexed = true;
+            }
+            None => {
+                let due = self
+                    .state()
+                    .indexed_at
+                    .is_none_or(|at| at.elapsed() >= REINDEX_AFTER);
+                if !due {
+                    return Ok(None);
+                }
+                self.index_repository().await?;
+                self.state().indexed_at = Some(Instant::now());
+            }
+        }
+        Ok(self.state().subjects.get(&wasm).cloned())
+    }
+
+    /// Records the layers of a manifest as wasm it holds.
+    fn index(&self, bytes: &[u8], digest: &str) {
+        if bytes.len() > MAX_MANIFEST {
+            return;
+        }
+        let Ok(manifest) = serde_json::from_slice::<Value>(bytes) else {
+            return;
+        };
+        let subject = Subject {
+            media_type: manifest["mediaType"]
+                .as_str()
+                .unwrap_or(MANIFEST)
+                .to_string(),
+            digest: digest.to_string(),
+            size: bytes.len() as i64,
+        };
+        let mut state = self.state();
+        for layer in manifest["layers"].as_array().into_iter().flatten() {
+            if let Some(Ok(wasm)) = layer["digest"].as_str().map(Digest::from_oci) {
+                state
+                    .subjects
+                    .entry(wasm)
+                    .or_insert_with(|| subject.clone());
+            }
+        }
+    }
+
+    /// Indexes the image of every tag of the repository but this backend's
+    /// own and the referrers fallback's.
+    async fn index_repository(&self) -> Result<()> {
+        for tag in self.tags().await? {
+            if tag.starts_with("cwasm-") || tag.starts_with("sha256-") {
+                continue;
+            }
+            let reference = self.by_tag(&tag);
+            if let Some((bytes, digest)) = self
+                .pull_manifest(&reference, &[MANIFEST, DOCKER_MANIFEST])
+                .await?
+            {
+                self.index(&bytes, &digest);
+            }
+        }
+        Ok(())
+    }
+
+    async fn tags(&self) -> Result<Vec<String>> {
+        let mut tags: Vec<String> = Vec::new();
+        let reference = self.by_tag("latest");
+        loop {
+            let page = self
+                .client
+                .list_tags(
+                    &reference,
+                    &self.auth,
+                    Some(1000),
+                    tags.last().map(|s| &s[..]),
+                )
+                .await;
+            let page = match page {
+                Ok(page) => page.tags,
+                Err(e) if not_found(&e) => Vec::new(),
+                Err(e) => bail!("failed to list the tags of {}: {e}", self.shown),
+            };
+            let full = page.len() >= 1000;
+            tags.extend(page);
+            if !full || tags.len() >= MAX_TAGS {
+                return Ok(tags);
+            }
+        }
+    }
+
+    /// A manifest and its digest, or `None` if there is none.
+    async fn pull_manifest(
+        &self,
+        reference: &Reference,
+        accept: &[&str],
+    ) -> Result<Option<(bytes::Bytes, String)>> {
+        match self
+            .client
+            .pull_manifest_raw(reference, &self.auth, accept)
+            .await
+        {
+            Ok(got) => Ok(Some(got)),
+            Err(e) if not_found(&e) => Ok(None),
+            Err(e) => bail!("failed to read {reference}: {e}"),
+        }
+    }
+
+    /// The referrers of `subject` that hold store objects; a listing at
+    /// most [`REFERRERS_FRESH`] old unless `fresh`.
+    async fn referrers(&self, subject: &str, fresh: bool) -> Result<Arc<Vec<Referrer>>> {
+        if !fresh
+            && let Some((at, listed)) = self.state().referrers.get(subject)
+            && at.elapsed() < REFERRERS_FRESH
+        {
+            return Ok(listed.clone());
+        }
+        let index = self
+            .client
+            .pull_referrers(&self.by_digest(subject), None)
+            .await
+            .map_err(|e| format_err!("failed to list the referrers of {subject}: {e}"))?;
+        let listed: Vec<Referrer> = index
+            .manifests
+            .iter()
+            .filter_map(|m| {
+                let a = m.annotations.as_ref()?;
+                Some(Referrer {
+                    digest: m.digest.clone(),
+                    path: a.get(PATH)?.clone(),
+                    layer: a.get(LAYER)?.clone(),
+                    size: a.get(SIZE)?.parse().ok()?,
+                    created: a.get(CREATED).cloned().unwrap_or_default(),
+                })
+            })
+            .collect();
+        let listed = Arc::new(listed);
+        self.state()
+            .referrers
+            .insert(subject.to_string(), (Instant::now(), listed.clone()));
+        Ok(listed)
+    }
+
+    /// The newest referrer of `subject` holding `path`.
+    async fn find(&self, subject: &str, path: &str, fresh: bool) -> Result<Option<Referrer>> {
+        Ok(self
+            .referrers(subject, fresh)
+            .await?
+            .iter()
+            .filter(|r| r.path == path)
+            .max_by(|a, b| a.created.cmp(&b.created))
+            .cloned())
+    }
+
+    /// Streams the layer `digest` of `size` bytes to `out`, within `limit`.
+    async fn stream_layer(
+        &self,
+        digest: &str,
+        size: u64,
+        limit: u64,
+        out: &mut (dyn io::Write + Send),
+    ) -> Result<Streamed> {
+        use futures_util::TryStreamExt;
+        if size > limit {
+            return Ok(Streamed::TooLarge(size));
+        }
+        let layer = OciDescriptor {
+            digest: digest.to_string(),
+            size: size as i64,
+            ..OciDescriptor::default()
+        };
+        let mut stream = match self
+            .client
+            .pull_blob_stream(&self.by_digest(digest), &layer)
+            .await
+        {
+            Ok(stream) => stream,
+            Err(e) if not_found(&e) => return Ok(Streamed::Missing),
+            Err(e) => bail!("failed to read {}@{digest}: {e}", self.shown),
+        };
+        let mut written = 0u64;
+        // The client checks the digest as the last chunk arrives.
+        while let Some(chunk) = stream
+            .try_next()
+            .await
+            .map_err(|e| format_err!("failed to read {}@{digest}: {e}", self.shown))?
+        {
+            written += chunk.len() as u64;
+            if written > limit {
+                return Ok(Streamed::TooLarge(written));
+            }
+            out.write_all(&chunk)
+                .context("failed to hold a fetched object")?;
+        }
+        if written != size {
+            bail!(
+                "{}@{digest}: {written} bytes where the manifest says {size}",
+                self.shown
+            );
+        }
+        Ok(Streamed::Written(written))
+    }
+
+    async fn read_async(
+        &self,
+        path: &str,
+        limit: u64,
+        out: &mut (dyn io::Write + Send),
+    ) -> Result<Streamed> {
+        match place(path)? {
+            Place::Entry { wasm, .. } => {
+                let Some(subject) = self.subject_of(wasm).await? else {
+                    return Ok(Streamed::Missing);
+                };
+                match self.find(&subject.digest, path, false).await? {
+                    Some(r) => self.stream_layer(&r.layer, r.size, limit, out).await,
+                    None => Ok(Streamed::Missing),
+                }
+            }
+            Place::Tagged(tag) => {
+                let Some((bytes, _)) = self.pull_manifest(&self.by_tag(&tag), &[MANIFEST]).await?
+                else {
+                    return Ok(Streamed::Missing);
+                };
+                let manifest: Value = serde_json::from_slice(&bytes)
+                    .with_context(|| format!("{}:{tag} is not a manifest", self.shown))?;
+                let layer = &manifest["layers"][0];
+                let (Some(digest), Some(size)) = (layer["digest"].as_str(), layer["size"].as_u64())
+                else {
+                    return Ok(Streamed::NotAnObject(format!(
+                        "{}:{tag} has no layer",
+                        self.shown
+                    )));
+                };
+                self.stream_layer(digest, size, limit, out).await
+            }
+        }
+    }
+
+    /// Pushes `bytes` as a blob, and the empty config.
+    async fn push_layer(&self, bytes: &[u8]) -> Result<String> {
+        let digest = format!("sha256:{}", Digest::of(bytes));
+        let reference = self.by_digest(&digest);
+        for (blob, digest) in [(&b"{}"[..], EMPTY_DIGEST), (bytes, &digest[..])] {
+            let exists = self
+                .client
+                .blob_exists(&reference, digest)
+                .await
+                .unwrap_or(false);
+            if !exists {
+                self.client
+                    .push_blob(&reference, blob.to_vec(), digest)
+                    .await
+                    .map_err(|e| format_err!("failed to push a blob to {}: {e}", self.shown))?;
+            }
+        }
+        Ok(digest)
+    }
+
+    /// A manifest of one layer, as bytes, and its digest.
+    fn manifest(
+        layer: (&str, &str, usize),
+        artifact_type: &str,
+        subject: Option<&Subject>,
+        annotations: &BTreeMap<String, String>,
+    ) -> Result<(Vec<u8>, String)> {
+        let (media_type, digest, size) = layer;
+        let mut manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": MANIFEST,
+            "artifactType": artifact_type,
+            "config": {"mediaType": EMPTY, "digest": EMPTY_DIGEST, "size": 2},
+            "layers": [{"mediaType": media_type, "digest": digest, "size": size}],
+            "annotations": annotations,
+        });
+        if let Some(s) = subject {
+            manifest["subject"] =
+                json!({"mediaType": s.media_type, "digest": s.digest, "size": s.size});
+        }
+        let bytes = serde_json::to_vec(&manifest)?;
+        let digest = format!("sha256:{}", Digest::of(&bytes));
+        Ok((bytes, digest))
+    }
+
+    async fn push_manifest(
+        &self,
+        reference: &Reference,
+        bytes: Vec<u8>,
+        media_type: &str,
+    ) -> Result<()> {
+        let content_type = reqwest::header::HeaderValue::from_str(media_type)?;
+        self.client
+            .push_manifest_raw(reference, bytes, content_type)
+            .await
+            .map_err(|e| format_err!("failed to push {reference}: {e}"))?;
+        Ok(())
+    }
+
+    async fn write_async(&self, path: &str, bytes: &[u8]) -> Result<()> {
+        let layer = self.push_layer(bytes).await?;
+        let mut annotations = BTreeMap::new();
+        annotations.insert(PATH.to_string(), path.to_string());
+        annotations.insert(LAYER.to_string(), layer.clone());
+        annotations.insert(SIZE.to_string(), bytes.len().to_string());
+        annotations.insert(
+            PRODUCER.to_string(),
+            concat!("cwasm-store ", env!("CARGO_PKG_VERSION")).to_string(),
+        );
+        annotations.insert(
+            CREATED.to_string(),
+            humantime::format_rfc3339_nanos(SystemTime::now()).to_string(),
+        );
+        if let Some((engine, _)) = path.split_once('/') {
+            annotations.insert(ENGINE.to_string(), engine.to_string());
+        }
+        match place(path)? {
+            Place::Tagged(tag) => {
+                let (manifest, _) = Self::manifest(
+                    (EMPTY_LAYER_FILE, &layer, bytes.len()),
+                    ENGINE_FILE_TYPE,
+                    None,
+                    &annotations,
+                )?;
+                self.push_manifest(&self.by_tag(&tag), manifest, MANIFEST)
+                    .await
+            }
+            Place::Entry {
+                wasm,
+                artifact_type,
+                media_type,
+            } => {
+                let subject = self.subject_of(wasm).await?.with_context(|| {
+                    format!(
+                        "{} holds no image with the wasm sha256:{wasm}: push the wasm as an \
+                         OCI image to the repository first",
+                        self.shown
+                    )
+                })?;
+                annotations.insert(WASM.to_string(), format!("sha256:{wasm}"));
+                if media_type == RAW_LAYER
+                    && let Ok(info) = crate::inspect::inspect(bytes)
+                {
+                    annotations.insert(TARGET.to_string(), info.target);
+                }
+                let (manifest, digest) = Self::manifest(
+                    (media_type, &layer, bytes.len()),
+                    artifact_type,
+                    Some(&subject),
+                    &annotations,
+                )?;
+                let size = manifest.len();
+                self.push_manifest(&self.by_digest(&digest), manifest, MANIFEST)
+                    .await?;
+                // A registry with the referrers API lists it now; one
+                // without it needs the fallback index updated.
+                let listed = self.referrers(&subject.digest, true).await?;
+                if !listed.iter().any(|r| r.digest == digest) {
+                    let entry = json!({
+                        "mediaType": MANIFEST,
+                        "digest": digest,
+                        "size": size,
+                        "artifactType": artifact_type,
+                        "annotations": annotations,
+                    });
+                    self.update_fallback(&subject.digest, |manifests| manifests.push(entry))
+                        .await?;
+                    self.state().referrers.remove(&subject.digest);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Rewrites the referrers tag schema's index of `subject`.
+    async fn update_fallback(
+        &self,
+        subject: &str,
+        change: impl FnOnce(&mut Vec<Value>),
+    ) -> Result<()> {
+        let tag = subject.replace(':', "-");
+        let reference = self.by_tag(&tag);
+        let mut index = match self.pull_manifest(&reference, &[INDEX]).await? {
+            Some((bytes, _)) => serde_json::from_slice::<Value>(&bytes)
+                .with_context(|| format!("{}:{tag} is not an image index", self.shown))?,
+            None => json!({"schemaVersion": 2, "mediaType": INDEX, "manifests": []}),
+        };
+        let mut manifests = index["manifests"].as_array().cloned().unwrap_or_default();
+        change(&mut manifests);
+        index["manifests"] = Value::Array(manifests);
+        self.push_manifest(&reference, serde_json::to_vec(&index)?, INDEX)
+            .await
+    }
+
+    /// `DELETE /v2/<repository>/manifests/<digest>` (the OCI client has
+    /// no call for it).
+    async fn delete_manifest(&self, digest: &str) -> Result<()> {
+        let reference = self.by_digest(digest);
+        let token = self
+            .client
+            .auth(&reference, &self.auth, RegistryOperation::Push)
+            .await
+            .map_err(|e| format_err!("failed to authenticate to {}: {e}", self.shown))?;
+        let scheme = if self.plain_http { "http" } else { "https" };
+        let url = format!(
+            "{scheme}://{}/v2/{}/manifests/{digest}",
+            self.registry, self.repository
+        );
+        let mut request = self.http.delete(&url);
+        request = match (&token, &self.auth) {
+            (Some(token), _) => request.bearer_auth(token),
+            (None, RegistryAuth::Basic(user, password)) => request.basic_auth(user, Some(password)),
+            _ => request,
+        };
+        let response = request
+            .send()
+            .await
+            .map_err(|e| format_err!("failed to delete {}@{digest}: {e}", self.shown))?;
+        match response.status().as_u16() {
+            200..=299 | 404 => Ok(()),
+            status => bail!("failed to delete {}@{digest}: HTTP {status}", self.shown),
+        }
+    }
+
+    async fn delete_async(&self, path: &str) -> Result<()> {
+        match place(path)? {
+            Place::Tagged(tag) => {
+                match self
+                    .client
+                    .fetch_manifest_digest(&self.by_tag(&tag), &self.auth)
+                    .await
+                {
+                    Ok(digest) => self.delete_manifest(&digest).await,
+                    Err(e) if not_found(&e) => Ok(()),
+                    Err(e) => bail!("failed to look up {}:{tag}: {e}", self.shown),
+                }
+            }
+            Place::Entry { wasm, .. } => {
+                let Some(subject) = self.subject_of(wasm).await? else {
+                    return Ok(());
+                };
+                let gone: Vec<String> = self
+                    .referrers(&subject.digest, true)
+                    .await?
+                    .iter()
+                    .filter(|r| r.path == path)
+                    .map(|r| r.digest.clone())
+                    .collect();
+                for digest in &gone {
+                    self.delete_manifest(digest).await?;
+                }
+                let listed = self.referrers(&subject.digest, true).await?;
+                if listed.iter().any(|r| gone.contains(&r.digest)) {
+                    self.update_fallback(&subject.digest, |manifests| {
+                        manifests.retain(|m| {
+                            !m["digest"]
+                                .as_str()
+                                .is_some_and(|d| gone.iter().any(|g| g == d))
+                        })
+                    })
+                    .await?;
+                }
+                self.state().referrers.remove(&subject.digest);
+                Ok(())
+            }
+        }
+    }
+
+    async fn list_async(&self, prefix: &str) -> Result<Vec<Listed>> {
+        if let Some(Named::Tag(_) | Named::Digest(_)) = &self.named {
+            // Index the named image (the wasm digest is not known here).
+            let _ = self.subject_of(Digest([0; 32])).await?;
+        } else if self.state().indexed_at.is_none() {
+            self.index_repository().await?;
+            self.state().indexed_at = Some(Instant::now());
+        }
+        let mut subjects: Vec<String> = self
+            .state()
+            .subjects
+            .values()
+            .map(|s| s.digest.clone())
+            .collect();
+        subjects.sort();
+        subjects.dedup();
+        let mut out: BTreeMap<String, Listed> = BTreeMap::new();
+        for subject in subjects {
+            for r in self.referrers(&subject, true).await?.iter() {
+                if r.path.starts_with(prefix) {
+                    let last_used =
+                        humantime::parse_rfc3339(&r.created).unwrap_or(SystemTime::UNIX_EPOCH);
+                    out.insert(
+                        r.path.clone(),
+                        Listed {
+                            path: r.path.clone(),
+                            size: r.size,
+                            last_used,
+                        },
+                    );
+                }
+            }
+        }
+        for tag in self.tags().await? {
+            if let Some(path) = tag_path(&tag)
+                && path.starts_with(prefix)
+            {
+                out.entry(path.clone()).or_insert(Listed {
+                    path,
+                    size: 0,
+                    last_used: SystemTime::UNIX_EPOCH,
+                });
+            }
+        }
+        Ok(out.into_values().collect())
+    }
+}
+
+const RAW_LAYER: &str = ARTIFACT_TYPE;
+const ZSTD_LAYER: &str = "application/vnd.cwasm.precompiled.v1+zstd";
+const TAG_LAYER: &str = "application/vnd.cwasm.tag.v1";
+const STATEMENT_LAYER: &str = "application/vnd.dsse.envelope.v1+json";
+const EMPTY_LAYER_FILE: &str = "application/octet-stream";
+
+/// Where `path` (a store name, `layout.rs`) lives in the registry.
+fn place(path: &str) -> Result<Place> {
+    let bad = || format_err!("`{path}` is not a name an OCI store holds");
+    let (engine, name) = path.split_once('/').ok_or_else(bad)?;
+    prefix_engine(engine).ok_or_else(bad)?;
+    if name == DESCRIPTOR || name == SECTION {
+        return Ok(Place::Tagged(format!("cwasm-{engine}.{name}")));
+    }
+    let (wasm, suffix) = name.split_at_checked(64).ok_or_else(bad)?;
+    let wasm: Digest = wasm.parse().map_err(|_| bad())?;
+    let raw = ARTIFACT_SUFFIX;
+    let (artifact_type, media_type) = match suffix.strip_prefix(raw).ok_or_else(bad)? {
+        "" => (ARTIFACT_TYPE, RAW_LAYER),
+        s if s == ZSTD_SUFFIX => (ARTIFACT_TYPE, ZSTD_LAYER),
+        s if s == TAG_SUFFIX || s == format!("{ZSTD_SUFFIX}{TAG_SUFFIX}") => (TAG_TYPE, TAG_LAYER),
+        s if s == STATEMENT_SUFFIX => (STATEMENT_TYPE, STATEMENT_LAYER),
+        _ => return Err(bad()),
+    };
+    Ok(Place::Entry {
+        wasm,
+        artifact_type,
+        media_type,
+    })
+}
+
+/// The store path a `cwasm-<engine>.<name>` tag holds.
+fn tag_path(tag: &str) -> Option<String> {
+    let rest = tag.strip_prefix("cwasm-")?;
+    let (engine, name) = (rest.get(..64)?, rest.get(65..)?);
+    prefix_engine(engine)?;
+    (name == DESCRIPTOR || name == SECTION).then(|| format!("{engine}/{name}"))
+}
+
+/// Whether the registry said there is no such thing.
+fn not_found(e: &oci_client::errors::OciDistributionError) -> bool {
+    use oci_client::errors::OciDistributionError as E;
+    match e {
+        E::ImageManifestNotFoundError(_) => true,
+        E::ServerError { code, .. } => *code == 404,
+        E::RegistryError { envelope, .. } => envelope.errors.iter().any(|e| {
+            let code = format!("{:?}", e.code);
+            code.contains("Unknown")
+        }),
+        _ => false,
+    }
+}
+
+impl Backend for OciBackend {
+    fn describe(&self) -> String {
+        self.shown.clone()
+    }
+
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>> {
+        Ok(match self.read_limited(path, u64::MAX)? {
+            Fetched::Bytes(bytes) => Some(bytes),
+            Fetched::Missing => None,
+            Fetched::TooLarge(_) => unreachable!("no limit"),
+            Fetched::NotAnObject(what) => bail!("{what}"),
+        })
+    }
+
+    fn read_limited(&self, path: &str, limit: u64) -> Result<Fetched> {
+        let mut bytes = Vec::new();
+        Ok(match self.read_to(path, limit, &mut bytes)? {
+            Streamed::Missing => Fetched::Missing,
+            Streamed::Written(_) => Fetched::Bytes(bytes),
+            Streamed::TooLarge(len) => Fetched::TooLarge(len),
+            Streamed::NotAnObject(what) => Fetched::NotAnObject(what),
+        })
+    }
+
+    fn read_to(
+        &self,
+        path: &str,
+        limit: u64,
+        out: &mut (dyn io::Write + Send),
+    ) -> Result<Streamed> {
+        self.bounded.run(self.read_async(path, limit, out))
+    }
+
+    fn write(&self, path: &str, bytes: &[u8]) -> Result<()> {
+        self.bounded.run(self.write_async(path, bytes))
+    }
+
+    fn write_new(&self, path: &str, bytes: &[u8]) -> Result<()> {
+        self.bounded.run(async {
+            let exists = match place(path)? {
+                Place::Tagged(tag) => self
+                    .pull_manifest(&self.by_tag(&tag), &[MANIFEST])
+                    .await?
+                    .is_some(),
+                Place::Entry { wasm, .. } => match self.subject_of(wasm).await? {
+                    Some(subject) => self.find(&subject.digest, path, true).await?.is_some(),
+                    None => false,
+                },
+            };
+            if !exists {
+                self.write_async(path, bytes).await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn delete(&self, path: &str) -> Result<()> {
+        self.bounded.run(self.delete_async(path))
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
+        self.bounded.run(self.list_async(prefix))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let b = OciBackend::open("oci://127.0.0.1:5000/team/app:v1").unwrap();
+        assert_eq!(
+            (&b.registry[..], &b.repository[..]),
+            ("127.0.0.1:5000", "team/app")
+        );
+        assert!(matches!(&b.named, Some(Named::Tag(t)) if t == "v1"));
+        assert!(b.plain_http);
+        let digest = format!("sha256:{}", "ab".repeat(32));
+        let b = OciBackend::open(&format!("oci://registry.test/app@{digest}")).unwrap();
+        assert!(matches!(&b.named, Some(Named::Digest(d)) if *d == digest));
+        assert!(!b.plain_http);
+        let b = OciBackend::open("oci://localhost:5000/app").unwrap();
+        assert!(b.named.is_none());
+        for bad in [
+            "oci://registry",
+            "oci:///app",
+            "oci://r/app@sha256:12",
+            "s3://b/p",
+        ] {
+            assert!(OciBackend::open(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn places() {
+        let (e, w) = ("e".repeat(64), "a".repeat(64));
+        assert!(
+            matches!(place(&format!("{e}/engine.json")), Ok(Place::Tagged(t)) if t == format!("cwasm-{e}.engine.json"))
+        );
+        assert_eq!(
+            tag_path(&format!("cwasm-{e}.engine.section")),
+            Some(format!("{e}/engine.section"))
+        );
+        for (suffix, kind) in [
+            (".cwasm", ARTIFACT_TYPE),
+            (".cwasm.zst", ARTIFACT_TYPE),
+            (".cwasm.hmac", TAG_TYPE),
+            (".cwasm.zst.hmac", TAG_TYPE),
+            (".cwasm.intoto.json", STATEMENT_TYPE),
+        ] {
+            match place(&format!("{e}/{w}{suffix}")) {
+                Ok(Place::Entry { artifact_type, .. }) => assert_eq!(artifact_type, kind),
+                _ => panic!("{suffix}"),
+            }
+        }
+        for bad in [
+            ".gc-stamp".to_string(),
+            format!("{e}/{w}.wasm"),
+            format!("{e}/x"),
+            format!("zz/{w}.cwasm"),
+        ] {
+            assert!(place(&bad).is_err(), "{bad}");
+        }
+    }
+}
