@@ -14,6 +14,10 @@
 //!   same object. Needs the S3 server `cargo xtask bench` starts (it passes
 //!   `CWASM_TEST_S3_URL`); skipped without it.
 //!
+//! * `oci hit`: the same, in front of an OCI registry (the one `cargo xtask
+//!   bench` starts, `CWASM_TEST_OCI_REGISTRY`), digest supplied, against
+//!   a raw blob GET of the artifact from the same registry.
+//!
 //! `cargo xtask bench` reads the means back by these group and function
 //! names and prints the ratios.
 
@@ -21,7 +25,8 @@ mod common;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use cwasm_store::{
-    ArtifactStore, Backend, Digest, Key, LocalDir, ObjectStoreBackend, SigningKey, StoreConfig,
+    ArtifactStore, Backend, Digest, Key, LocalDir, ObjectStoreBackend, OciBackend, SigningKey,
+    StoreConfig,
 };
 use std::hint::black_box;
 use std::path::Path;
@@ -171,6 +176,12 @@ fn bench(c: &mut Criterion) {
         "the settled file was hashed again"
     );
 
+    if let Ok(registry) = std::env::var("CWASM_TEST_OCI_REGISTRY") {
+        oci_hit(c, &registry, &engine, &wasm, size);
+    } else {
+        eprintln!("OCI benchmarks skipped: no registry (run `cargo xtask bench`)");
+    }
+
     let Ok(bucket) = std::env::var("CWASM_TEST_S3_URL") else {
         eprintln!("remote benchmarks skipped: no S3 server (run `cargo xtask bench`)");
         return;
@@ -228,6 +239,58 @@ fn bench(c: &mut Criterion) {
         cold(false),
     );
     g.bench_function("cold local tier: get_or_compile_module", cold(true));
+    g.finish();
+}
+
+/// An OCI hit, digest supplied, with a cold local tier (a fresh store and
+/// backend each time, so the referrers listing is fetched every time),
+/// against a raw GET of the artifact's blob from the same registry.
+fn oci_hit(c: &mut Criterion, registry: &str, engine: &Engine, wasm: &[u8], size: u64) {
+    let url = format!("oci://{registry}/bench/hit-{}", std::process::id());
+    let backend = OciBackend::open(&url).unwrap();
+    backend.push_wasm_image("v1", wasm).unwrap();
+    let farm = ArtifactStore::new(
+        None,
+        Some(Box::new(OciBackend::open(&url).unwrap())),
+        StoreConfig::default(),
+    )
+    .unwrap();
+    farm.get_or_compile_module(engine, wasm).unwrap();
+    let key = Key::new(engine, wasm).unwrap();
+    let layer = backend
+        .layer_of(&key.artifact_path())
+        .unwrap()
+        .expect("pushed");
+    let digest = Digest::of(wasm);
+    let mut g = c.benchmark_group("oci hit");
+    g.throughput(Throughput::Bytes(size));
+    g.sample_size(20);
+    g.bench_function("raw blob GET", |b| {
+        b.iter(|| backend.read_blob(black_box(&layer), u64::MAX).unwrap())
+    });
+    g.bench_function("cold local tier: get_or_compile_module_with_digest", |b| {
+        b.iter_batched(
+            || {
+                let local = tempfile::tempdir().unwrap();
+                // A connection already open, as for the raw GET.
+                let remote = OciBackend::open(&url).unwrap();
+                remote.read_blob(&layer, u64::MAX).unwrap();
+                let store = ArtifactStore::new(
+                    Some(LocalDir::new(local.path()).unwrap()),
+                    Some(Box::new(remote)),
+                    StoreConfig::default(),
+                )
+                .unwrap();
+                (local, store)
+            },
+            |(local, store)| {
+                let m = store.get_or_compile_module_with_digest(engine, wasm, digest);
+                assert_eq!(store.stats().compiles, 0);
+                (m.unwrap(), store, local)
+            },
+            BatchSize::PerIteration,
+        )
+    });
     g.finish();
 }
 

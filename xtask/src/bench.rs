@@ -791,6 +791,23 @@ fn wall_clock_ratios(home: &Path) -> Result<String> {
         format!("{:.1} µs", choose_warm / 1e3),
         format!("≤ 50 µs: {}", verdict(choose_warm <= 50e3)),
     )?;
+    if let (Ok(blob), Ok(hit)) = (
+        get("oci hit/raw blob GET"),
+        get("oci hit/cold local tier: get_or_compile_module_with_digest"),
+    ) {
+        row(
+            "raw blob GET (distribution 2.8 on loopback)",
+            blob,
+            "1".into(),
+            String::new(),
+        )?;
+        row(
+            "OCI hit, cold local tier, digest supplied",
+            hit,
+            format!("{:.3} × the GET", hit / blob),
+            format!("≤ 1.3: {}", verdict(hit / blob <= 1.3)),
+        )?;
+    }
     if let (Ok(get_raw), Ok(cold), Ok(cold_hash)) = (
         get("remote hit/raw object GET"),
         get("remote hit/cold local tier: get_or_compile_module_with_digest"),

@@ -228,6 +228,78 @@ impl OciBackend {
         })
     }
 
+    /// Pushes `wasm` as an image under `tag` (the wasm OCI artifact
+    /// layout: a `application/vnd.wasm.config.v0+json` config and one
+    /// `application/wasm` layer), as a wasm toolchain would, and returns
+    /// the manifest's digest: the subject its entries will refer to.
+    pub fn push_wasm_image(&self, tag: &str, wasm: &[u8]) -> Result<String> {
+        use oci_client::client::{Config, ImageLayer};
+        let reference = self.by_tag(tag);
+        let layers = [ImageLayer::new(wasm.to_vec(), WASM_LAYER.into(), None)];
+        let config = Config::new(
+            br#"{"architecture":"wasm","os":"wasip1"}"#.to_vec(),
+            WASM_CONFIG.into(),
+            None,
+        );
+        self.bounded.run(async {
+            self.client
+                .push(&reference, &layers, config, &self.auth, None)
+                .await
+                .map_err(|e| format_err!("failed to push {reference}: {e}"))?;
+            self.client
+                .fetch_manifest_digest(&reference, &self.auth)
+                .await
+                .map_err(|e| format_err!("failed to look up {reference}: {e}"))
+        })
+    }
+
+    /// The bytes of the blob `digest`: what a plain registry client would
+    /// do to fetch an artifact whose digest it knows (the floor an OCI hit
+    /// is compared with in `cargo xtask bench`).
+    pub fn read_blob(&self, digest: &str, limit: u64) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.bounded.run(async {
+            let layer = OciDescriptor {
+                digest: digest.to_string(),
+                ..OciDescriptor::default()
+            };
+            let mut stream = self
+                .client
+                .pull_blob_stream(&self.by_digest(digest), &layer)
+                .await
+                .map_err(|e| format_err!("failed to read {}@{digest}: {e}", self.shown))?;
+            use futures_util::TryStreamExt;
+            while let Some(chunk) = stream
+                .try_next()
+                .await
+                .map_err(|e| format_err!("failed to read {}@{digest}: {e}", self.shown))?
+            {
+                if (out.len() + chunk.len()) as u64 > limit {
+                    bail!("{}@{digest} is over {limit} bytes", self.shown);
+                }
+                out.extend_from_slice(&chunk);
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// The digest of the layer holding `path`'s object, if there is one.
+    pub fn layer_of(&self, path: &str) -> Result<Option<String>> {
+        self.bounded.run(async {
+            let Place::Entry { wasm, .. } = place(path)? else {
+                bail!("`{path}` is not an entry's object");
+            };
+            let Some(subject) = self.subject_of(wasm).await? else {
+                return Ok(None);
+            };
+            Ok(self
+                .find(&subject.digest, path, true)
+                .await?
+                .map(|r| r.layer))
+        })
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -787,6 +859,8 @@ const ZSTD_LAYER: &str = "application/vnd.cwasm.precompiled.v1+zstd";
 const TAG_LAYER: &str = "application/vnd.cwasm.tag.v1";
 const STATEMENT_LAYER: &str = "application/vnd.dsse.envelope.v1+json";
 const EMPTY_LAYER_FILE: &str = "application/octet-stream";
+const WASM_LAYER: &str = "application/wasm";
+const WASM_CONFIG: &str = "application/vnd.wasm.config.v0+json";
 
 /// Where `path` (a store name, `layout.rs`) lives in the registry.
 fn place(path: &str) -> Result<Place> {
