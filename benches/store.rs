@@ -202,36 +202,16 @@ fn bench(c: &mut Criterion) {
         })
     });
     let (url, engine, wasm) = (url.as_str(), &engine, &wasm[..]);
+    // A connection already open, as for the raw GET: the hit is timed, not
+    // the TCP handshake.
+    let open = || -> Box<dyn Backend> {
+        let remote = ObjectStoreBackend::open(url).unwrap();
+        remote.read("warm-up: no such object").unwrap();
+        Box::new(remote)
+    };
     let cold = |hash: bool| {
         move |b: &mut criterion::Bencher| {
-            b.iter_batched(
-                || {
-                    let local = tempfile::tempdir().unwrap();
-                    // A connection already open, as for the raw GET: the
-                    // hit is timed, not the TCP handshake.
-                    let remote = ObjectStoreBackend::open(url).unwrap();
-                    remote.read("warm-up: no such object").unwrap();
-                    let store = ArtifactStore::new(
-                        Some(LocalDir::new(local.path()).unwrap()),
-                        Some(Box::new(remote)),
-                        StoreConfig::default(),
-                    )
-                    .unwrap();
-                    (local, store)
-                },
-                |(local, store)| {
-                    let m = if hash {
-                        store.get_or_compile_module(engine, wasm)
-                    } else {
-                        store.get_or_compile_module_with_digest(engine, wasm, digest)
-                    };
-                    assert_eq!(store.stats().compiles, 0);
-                    // Dropped outside the timing: the store waits for its
-                    // background copy into the local tier on drop.
-                    (m.unwrap(), store, local)
-                },
-                BatchSize::PerIteration,
-            )
+            cold_remote_hit(b, &open, engine, wasm, (!hash).then_some(digest))
         }
     };
     g.bench_function(
@@ -268,30 +248,50 @@ fn oci_hit(c: &mut Criterion, registry: &str, engine: &Engine, wasm: &[u8], size
     g.bench_function("raw blob GET", |b| {
         b.iter(|| backend.read_blob(black_box(&layer), u64::MAX).unwrap())
     });
+    let open = || -> Box<dyn Backend> {
+        // A connection already open, as for the raw GET.
+        let remote = OciBackend::open(&url).unwrap();
+        remote.read_blob(&layer, u64::MAX).unwrap();
+        Box::new(remote)
+    };
     g.bench_function("cold local tier: get_or_compile_module_with_digest", |b| {
-        b.iter_batched(
-            || {
-                let local = tempfile::tempdir().unwrap();
-                // A connection already open, as for the raw GET.
-                let remote = OciBackend::open(&url).unwrap();
-                remote.read_blob(&layer, u64::MAX).unwrap();
-                let store = ArtifactStore::new(
-                    Some(LocalDir::new(local.path()).unwrap()),
-                    Some(Box::new(remote)),
-                    StoreConfig::default(),
-                )
-                .unwrap();
-                (local, store)
-            },
-            |(local, store)| {
-                let m = store.get_or_compile_module_with_digest(engine, wasm, digest);
-                assert_eq!(store.stats().compiles, 0);
-                (m.unwrap(), store, local)
-            },
-            BatchSize::PerIteration,
-        )
+        cold_remote_hit(b, &open, engine, wasm, Some(digest))
     });
     g.finish();
+}
+
+/// One hit through a fresh store whose local tier is empty, in front of
+/// the remote `open` makes (outside the timing, as is dropping the store,
+/// which waits for its background copy into the local tier); with
+/// `digest`, the wasm digest is supplied, else hashed.
+fn cold_remote_hit(
+    b: &mut criterion::Bencher,
+    open: &dyn Fn() -> Box<dyn Backend>,
+    engine: &Engine,
+    wasm: &[u8],
+    digest: Option<Digest>,
+) {
+    b.iter_batched(
+        || {
+            let local = tempfile::tempdir().unwrap();
+            let store = ArtifactStore::new(
+                Some(LocalDir::new(local.path()).unwrap()),
+                Some(open()),
+                StoreConfig::default(),
+            )
+            .unwrap();
+            (local, store)
+        },
+        |(local, store)| {
+            let m = match digest {
+                Some(digest) => store.get_or_compile_module_with_digest(engine, wasm, digest),
+                None => store.get_or_compile_module(engine, wasm),
+            };
+            assert_eq!(store.stats().compiles, 0);
+            (m.unwrap(), store, local)
+        },
+        BatchSize::PerIteration,
+    )
 }
 
 /// Choosing among 16 stored engines for one wasm, as a host that cannot

@@ -285,6 +285,11 @@ fn a_wasm_without_an_image_compiles_and_says_why_it_was_not_kept() -> Result<()>
         .write(&Key::new(&engine, &wasm(11))?.artifact_path(), b"x")
         .unwrap_err();
     assert!(format!("{err:#}").contains("push the wasm"), "{err:#}");
+    // And it pushed nothing: no orphan blob for every compile of such a
+    // wasm.
+    let blob = format!("sha256:{}", Digest::of(b"x"));
+    let reference = Reference::with_tag(registry.clone(), repo.clone(), "v1".into());
+    assert!(!block_on(client().blob_exists(&reference, &blob)).unwrap());
     Ok(())
 }
 

@@ -126,6 +126,18 @@ pub enum Streamed {
     NotAnObject(String),
 }
 
+/// [`Backend::read_limited`] for a backend that streams: its
+/// [`Backend::read_to`] into memory.
+pub(crate) fn collect(backend: &dyn Backend, path: &str, limit: u64) -> Result<Fetched> {
+    let mut bytes = Vec::new();
+    Ok(match backend.read_to(path, limit, &mut bytes)? {
+        Streamed::Missing => Fetched::Missing,
+        Streamed::Written(_) => Fetched::Bytes(bytes),
+        Streamed::TooLarge(len) => Fetched::TooLarge(len),
+        Streamed::NotAnObject(what) => Fetched::NotAnObject(what),
+    })
+}
+
 /// Storage for the store's objects.
 pub trait Backend: Send + Sync + std::fmt::Debug {
     /// A short description for logs and listings (`/var/cache/x`, `s3://b/p`).

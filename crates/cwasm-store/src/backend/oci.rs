@@ -258,30 +258,15 @@ impl OciBackend {
     /// is compared with in `cargo xtask bench`).
     pub fn read_blob(&self, digest: &str, limit: u64) -> Result<Vec<u8>> {
         let mut out = Vec::new();
-        self.bounded.run(async {
-            let layer = OciDescriptor {
-                digest: digest.to_string(),
-                ..OciDescriptor::default()
-            };
-            let mut stream = self
-                .client
-                .pull_blob_stream(&self.by_digest(digest), &layer)
-                .await
-                .map_err(|e| format_err!("failed to read {}@{digest}: {e}", self.shown))?;
-            use futures_util::TryStreamExt;
-            while let Some(chunk) = stream
-                .try_next()
-                .await
-                .map_err(|e| format_err!("failed to read {}@{digest}: {e}", self.shown))?
-            {
-                if (out.len() + chunk.len()) as u64 > limit {
-                    bail!("{}@{digest} is over {limit} bytes", self.shown);
-                }
-                out.extend_from_slice(&chunk);
-            }
-            Ok(())
-        })?;
-        Ok(out)
+        match self
+            .bounded
+            .run(self.stream_layer(digest, None, limit, &mut out))?
+        {
+            Streamed::Written(_) => Ok(out),
+            Streamed::Missing => bail!("{}@{digest}: no such blob", self.shown),
+            Streamed::TooLarge(_) => bail!("{}@{digest} is over {limit} bytes", self.shown),
+            Streamed::NotAnObject(what) => bail!("{what}"),
+        }
     }
 
     /// The digest of the layer holding `path`'s object, if there is one.
@@ -326,10 +311,18 @@ impl OciBackend {
         if let Some(subject) = self.state().subjects.get(&wasm) {
             return Ok(Some(subject.clone()));
         }
+        self.refresh_index().await?;
+        Ok(self.state().subjects.get(&wasm).cloned())
+    }
+
+    /// Reads the image the URL names (once), or the image of every tag of
+    /// the repository (at most every [`REINDEX_AFTER`]), into the index of
+    /// wasm digests to subjects.
+    async fn refresh_index(&self) -> Result<()> {
         match &self.named {
             Some(named) => {
                 if self.state().named_indexed {
-                    return Ok(None);
+                    return Ok(());
                 }
                 let reference = match named {
                     Named::Tag(tag) => self.by_tag(tag),
@@ -349,14 +342,13 @@ impl OciBackend {
                     .state()
                     .indexed_at
                     .is_none_or(|at| at.elapsed() >= REINDEX_AFTER);
-                if !due {
-                    return Ok(None);
+                if due {
+                    self.index_repository().await?;
+                    self.state().indexed_at = Some(Instant::now());
                 }
-                self.index_repository().await?;
-                self.state().indexed_at = Some(Instant::now());
             }
         }
-        Ok(self.state().subjects.get(&wasm).cloned())
+        Ok(())
     }
 
     /// Records the layers of a manifest as wasm it holds.
@@ -493,21 +485,24 @@ impl OciBackend {
             .cloned())
     }
 
-    /// Streams the layer `digest` of `size` bytes to `out`, within `limit`.
+    /// Streams the layer `digest` (of `size` bytes, if known) to `out`,
+    /// within `limit`.
     async fn stream_layer(
         &self,
         digest: &str,
-        size: u64,
+        size: Option<u64>,
         limit: u64,
         out: &mut (dyn io::Write + Send),
     ) -> Result<Streamed> {
         use futures_util::TryStreamExt;
-        if size > limit {
+        if let Some(size) = size
+            && size > limit
+        {
             return Ok(Streamed::TooLarge(size));
         }
         let layer = OciDescriptor {
             digest: digest.to_string(),
-            size: size as i64,
+            size: size.unwrap_or(0) as i64,
             ..OciDescriptor::default()
         };
         let mut stream = match self
@@ -533,7 +528,9 @@ impl OciBackend {
             out.write_all(&chunk)
                 .context("failed to hold a fetched object")?;
         }
-        if written != size {
+        if let Some(size) = size
+            && written != size
+        {
             bail!(
                 "{}@{digest}: {written} bytes where the manifest says {size}",
                 self.shown
@@ -554,7 +551,7 @@ impl OciBackend {
                     return Ok(Streamed::Missing);
                 };
                 match self.find(&subject.digest, path, false).await? {
-                    Some(r) => self.stream_layer(&r.layer, r.size, limit, out).await,
+                    Some(r) => self.stream_layer(&r.layer, Some(r.size), limit, out).await,
                     None => Ok(Streamed::Missing),
                 }
             }
@@ -573,7 +570,7 @@ impl OciBackend {
                         self.shown
                     )));
                 };
-                self.stream_layer(digest, size, limit, out).await
+                self.stream_layer(digest, Some(size), limit, out).await
             }
         }
     }
@@ -638,10 +635,11 @@ impl OciBackend {
     }
 
     async fn write_async(&self, path: &str, bytes: &[u8]) -> Result<()> {
-        let layer = self.push_layer(bytes).await?;
+        // Where it goes first, so that a write that cannot be kept (no such
+        // name, no image to attach it to) pushes nothing.
+        let place = place(path)?;
         let mut annotations = BTreeMap::new();
         annotations.insert(PATH.to_string(), path.to_string());
-        annotations.insert(LAYER.to_string(), layer.clone());
         annotations.insert(SIZE.to_string(), bytes.len().to_string());
         annotations.insert(
             PRODUCER.to_string(),
@@ -654,8 +652,10 @@ impl OciBackend {
         if let Some((engine, _)) = path.split_once('/') {
             annotations.insert(ENGINE.to_string(), engine.to_string());
         }
-        match place(path)? {
+        match place {
             Place::Tagged(tag) => {
+                let layer = self.push_layer(bytes).await?;
+                annotations.insert(LAYER.to_string(), layer.clone());
                 let (manifest, _) = Self::manifest(
                     (EMPTY_LAYER_FILE, &layer, bytes.len()),
                     ENGINE_FILE_TYPE,
@@ -677,6 +677,8 @@ impl OciBackend {
                         self.shown
                     )
                 })?;
+                let layer = self.push_layer(bytes).await?;
+                annotations.insert(LAYER.to_string(), layer.clone());
                 annotations.insert(WASM.to_string(), format!("sha256:{wasm}"));
                 if media_type == RAW_LAYER
                     && let Ok(info) = crate::inspect::inspect(bytes)
@@ -807,13 +809,7 @@ impl OciBackend {
     }
 
     async fn list_async(&self, prefix: &str) -> Result<Vec<Listed>> {
-        if let Some(Named::Tag(_) | Named::Digest(_)) = &self.named {
-            // Index the named image (the wasm digest is not known here).
-            let _ = self.subject_of(Digest([0; 32])).await?;
-        } else if self.state().indexed_at.is_none() {
-            self.index_repository().await?;
-            self.state().indexed_at = Some(Instant::now());
-        }
+        self.refresh_index().await?;
         let mut subjects: Vec<String> = self
             .state()
             .subjects
@@ -924,13 +920,7 @@ impl Backend for OciBackend {
     }
 
     fn read_limited(&self, path: &str, limit: u64) -> Result<Fetched> {
-        let mut bytes = Vec::new();
-        Ok(match self.read_to(path, limit, &mut bytes)? {
-            Streamed::Missing => Fetched::Missing,
-            Streamed::Written(_) => Fetched::Bytes(bytes),
-            Streamed::TooLarge(len) => Fetched::TooLarge(len),
-            Streamed::NotAnObject(what) => Fetched::NotAnObject(what),
-        })
+        super::collect(self, path, limit)
     }
 
     fn read_to(

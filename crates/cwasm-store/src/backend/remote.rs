@@ -290,13 +290,7 @@ impl Backend for ObjectStoreBackend {
     }
 
     fn read_limited(&self, path: &str, limit: u64) -> Result<Fetched> {
-        let mut bytes = Vec::new();
-        Ok(match self.read_to(path, limit, &mut bytes)? {
-            Streamed::Missing => Fetched::Missing,
-            Streamed::Written(_) => Fetched::Bytes(bytes),
-            Streamed::TooLarge(len) => Fetched::TooLarge(len),
-            Streamed::NotAnObject(what) => Fetched::NotAnObject(what),
-        })
+        super::collect(self, path, limit)
     }
 
     fn read_to(
