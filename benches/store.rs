@@ -222,13 +222,19 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-/// An OCI hit, digest supplied, with a cold local tier (a fresh store and
-/// backend each time, so the referrers listing is fetched every time),
-/// against a raw GET of the artifact's blob from the same registry.
+/// An OCI hit, digests supplied (the wasm's, and the image's in the URL),
+/// with a cold local tier (a fresh store and backend each time, so the
+/// referrers listing is fetched every time), against a raw GET of the
+/// artifact's blob from the same registry.
 fn oci_hit(c: &mut Criterion, registry: &str, engine: &Engine, wasm: &[u8], size: u64) {
-    let url = format!("oci://{registry}/bench/hit-{}", std::process::id());
+    let repository = format!("oci://{registry}/bench/hit-{}", std::process::id());
+    let image = OciBackend::open(&repository)
+        .unwrap()
+        .push_wasm_image("v1", wasm)
+        .unwrap();
+    // The image by digest, as a runtime that pulled it knows it.
+    let url = format!("{repository}@{image}");
     let backend = OciBackend::open(&url).unwrap();
-    backend.push_wasm_image("v1", wasm).unwrap();
     let farm = ArtifactStore::new(
         None,
         Some(Box::new(OciBackend::open(&url).unwrap())),

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{call, wasm};
+use common::{Fault, call, faulty_proxy, wasm};
 use cwasm_store::{ArtifactStore, Backend, Digest, Key, LocalDir, OciBackend, StoreConfig};
 use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
 use oci_client::secrets::RegistryAuth;
@@ -119,6 +119,21 @@ fn compile_on_one_host_load_on_another() -> Result<()> {
     let m = host.get_or_compile_module_with_digest(&engine, &wasm(7), Digest::of(&wasm(7)))?;
     assert_eq!(call(&engine, &m), 7);
     let stats = host.stats();
+    assert_eq!(
+        (stats.hits, stats.compiles, stats.rejected),
+        (1, 0, 0),
+        "{stats:?}"
+    );
+
+    // And one that names the image by digest, as a runtime that pulled it
+    // does: nothing to resolve before the referrers listing.
+    let pinned = open(
+        &format!("oci://{registry}/{repo}@{subject}"),
+        StoreConfig::default(),
+    )?;
+    let m = pinned.get_or_compile_module_with_digest(&engine, &wasm(7), Digest::of(&wasm(7)))?;
+    assert_eq!(call(&engine, &m), 7);
+    let stats = pinned.stats();
     assert_eq!(
         (stats.hits, stats.compiles, stats.rejected),
         (1, 0, 0),
@@ -315,5 +330,56 @@ fn local_tier_in_front_of_the_registry() -> Result<()> {
     assert_eq!((host.stats().hits, host.stats().compiles), (1, 0));
     let key = Key::new(&engine, &wasm(12))?;
     assert!(dir.path().join(key.artifact_path()).exists());
+    Ok(())
+}
+
+/// A registry behind a proxy that drops, stalls or truncates: the first
+/// lookup costs the time limit, the next ones nothing (the backend skips
+/// the registry after a failure), every one compiles, and the entry is
+/// intact behind a healthy connection.
+#[test]
+fn faults_on_the_wire_cost_a_bounded_time_and_fall_back_to_compiling() -> Result<()> {
+    let Some((registry, repo)) = repository() else {
+        return Ok(());
+    };
+    let engine = Engine::default();
+    push_wasm(&registry, &repo, "v1", &wasm(13));
+    open(
+        &format!("oci://{registry}/{repo}:v1"),
+        StoreConfig::default(),
+    )?
+    .get_or_compile_module(&engine, &wasm(13))?;
+    let options = cwasm_store::RemoteOptions {
+        timeout: std::time::Duration::from_secs(3),
+        connect_timeout: std::time::Duration::from_secs(1),
+        skip_after_failure: std::time::Duration::from_secs(60),
+    };
+    let upstream = registry
+        .parse()
+        .expect("CWASM_TEST_OCI_REGISTRY is ip:port");
+    for fault in [Fault::Drop, Fault::Stall, Fault::Truncate] {
+        let proxy = faulty_proxy(upstream, fault);
+        let backend = OciBackend::open_with(&format!("oci://{proxy}/{repo}:v1"), options)?;
+        let store = ArtifactStore::new(None, Some(Box::new(backend)), StoreConfig::default())?;
+        for round in 0..3 {
+            let start = std::time::Instant::now();
+            let m = store.get_or_compile_module(&engine, &wasm(13))?;
+            assert_eq!(call(&engine, &m), 13);
+            let took = start.elapsed();
+            eprintln!("{fault:?}, lookup {round}: {took:?}");
+            let bound = if round == 0 { 10 } else { 1 };
+            assert!(
+                took < std::time::Duration::from_secs(bound),
+                "{fault:?}: {took:?}"
+            );
+        }
+        assert_eq!(store.stats().compiles, 3, "{fault:?}: {:?}", store.stats());
+    }
+    let healthy = open(
+        &format!("oci://{registry}/{repo}:v1"),
+        StoreConfig::default(),
+    )?;
+    healthy.get_or_compile_module(&engine, &wasm(13))?;
+    assert_eq!((healthy.stats().hits, healthy.stats().rejected), (1, 0));
     Ok(())
 }

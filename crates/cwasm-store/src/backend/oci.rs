@@ -228,6 +228,14 @@ impl OciBackend {
         })
     }
 
+    /// The tag the URL names, if it names one.
+    pub fn tag(&self) -> Option<&str> {
+        match &self.named {
+            Some(Named::Tag(tag)) => Some(tag),
+            _ => None,
+        }
+    }
+
     /// Pushes `wasm` as an image under `tag` (the wasm OCI artifact
     /// layout: a `application/vnd.wasm.config.v0+json` config and one
     /// `application/wasm` layer), as a wasm toolchain would, and returns
@@ -275,13 +283,10 @@ impl OciBackend {
             let Place::Entry { wasm, .. } = place(path)? else {
                 bail!("`{path}` is not an entry's object");
             };
-            let Some(subject) = self.subject_of(wasm).await? else {
+            let Some(subject) = self.subject_digest(wasm).await? else {
                 return Ok(None);
             };
-            Ok(self
-                .find(&subject.digest, path, true)
-                .await?
-                .map(|r| r.layer))
+            Ok(self.find(&subject, path, true).await?.map(|r| r.layer))
         })
     }
 
@@ -313,6 +318,19 @@ impl OciBackend {
         }
         self.refresh_index().await?;
         Ok(self.state().subjects.get(&wasm).cloned())
+    }
+
+    /// The digest of the manifest whose referrers hold `wasm`'s entries:
+    /// the image the URL names by digest, with nothing to fetch (each
+    /// referrer's store path names its wasm, and a lookup matches the
+    /// path), else the image found holding the wasm. Writing needs the
+    /// whole descriptor, and that the image holds the wasm:
+    /// `subject_of`.
+    async fn subject_digest(&self, wasm: Digest) -> Result<Option<String>> {
+        if let Some(Named::Digest(digest)) = &self.named {
+            return Ok(Some(digest.clone()));
+        }
+        Ok(self.subject_of(wasm).await?.map(|s| s.digest))
     }
 
     /// Reads the image the URL names (once), or the image of every tag of
@@ -547,10 +565,10 @@ impl OciBackend {
     ) -> Result<Streamed> {
         match place(path)? {
             Place::Entry { wasm, .. } => {
-                let Some(subject) = self.subject_of(wasm).await? else {
+                let Some(subject) = self.subject_digest(wasm).await? else {
                     return Ok(Streamed::Missing);
                 };
-                match self.find(&subject.digest, path, false).await? {
+                match self.find(&subject, path, false).await? {
                     Some(r) => self.stream_layer(&r.layer, Some(r.size), limit, out).await,
                     None => Ok(Streamed::Missing),
                 }
@@ -778,11 +796,11 @@ impl OciBackend {
                 }
             }
             Place::Entry { wasm, .. } => {
-                let Some(subject) = self.subject_of(wasm).await? else {
+                let Some(subject) = self.subject_digest(wasm).await? else {
                     return Ok(());
                 };
                 let gone: Vec<String> = self
-                    .referrers(&subject.digest, true)
+                    .referrers(&subject, true)
                     .await?
                     .iter()
                     .filter(|r| r.path == path)
@@ -791,9 +809,9 @@ impl OciBackend {
                 for digest in &gone {
                     self.delete_manifest(digest).await?;
                 }
-                let listed = self.referrers(&subject.digest, true).await?;
+                let listed = self.referrers(&subject, true).await?;
                 if listed.iter().any(|r| gone.contains(&r.digest)) {
-                    self.update_fallback(&subject.digest, |manifests| {
+                    self.update_fallback(&subject, |manifests| {
                         manifests.retain(|m| {
                             !m["digest"]
                                 .as_str()
@@ -802,7 +820,7 @@ impl OciBackend {
                     })
                     .await?;
                 }
-                self.state().referrers.remove(&subject.digest);
+                self.state().referrers.remove(&subject);
                 Ok(())
             }
         }
@@ -943,8 +961,8 @@ impl Backend for OciBackend {
                     .pull_manifest(&self.by_tag(&tag), &[MANIFEST])
                     .await?
                     .is_some(),
-                Place::Entry { wasm, .. } => match self.subject_of(wasm).await? {
-                    Some(subject) => self.find(&subject.digest, path, true).await?.is_some(),
+                Place::Entry { wasm, .. } => match self.subject_digest(wasm).await? {
+                    Some(subject) => self.find(&subject, path, true).await?.is_some(),
                     None => false,
                 },
             };

@@ -57,3 +57,58 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// What the proxy does to each connection.
+#[derive(Clone, Copy, Debug)]
+pub enum Fault {
+    /// Accepts, then closes at once.
+    Drop,
+    /// Accepts and reads, but never answers.
+    Stall,
+    /// Forwards the request, and only the first 100 bytes of the answer.
+    Truncate,
+}
+
+/// A TCP proxy on loopback in front of a server, injecting `fault`.
+/// Returns its address; it lives until the process ends.
+pub fn faulty_proxy(upstream: std::net::SocketAddr, fault: Fault) -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { return };
+            std::thread::spawn(move || match fault {
+                Fault::Drop => drop(client),
+                Fault::Stall => {
+                    let mut buf = [0; 4096];
+                    let _ = client.set_read_timeout(Some(std::time::Duration::from_secs(60)));
+                    while let Ok(n) = client.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                }
+                Fault::Truncate => {
+                    let Ok(mut server) = std::net::TcpStream::connect(upstream) else {
+                        return;
+                    };
+                    let _ = client.set_read_timeout(Some(std::time::Duration::from_millis(300)));
+                    let mut request = Vec::new();
+                    let mut buf = [0; 65536];
+                    while let Ok(n) = client.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        request.extend_from_slice(&buf[..n]);
+                    }
+                    let _ = server.write_all(&request);
+                    let mut answer = [0; 100];
+                    let n = server.read(&mut answer).unwrap_or(0);
+                    let _ = client.write_all(&answer[..n]);
+                }
+            });
+        }
+    });
+    addr
+}
