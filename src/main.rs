@@ -24,9 +24,11 @@ pub(crate) const EXIT_BAD_ENTRIES: u8 = 3;
     version,
     about = "Precompiled WebAssembly stored by wasmtime's serialization compatibility hash",
     after_help = "\
-Stores: --store takes a directory or an object store URL (s3://bucket/prefix,
-gs://..., az://..., http(s)://...); credentials and endpoints come from the
-usual environment variables (AWS_ACCESS_KEY_ID, AWS_ENDPOINT, ...). Without
+Stores: --store takes a directory, an object store URL (s3://bucket/prefix,
+gs://..., az://..., http(s)://...) or an OCI repository
+(oci://registry/repository[:tag]; see `cwasm push`); credentials and
+endpoints come from the usual environment variables (AWS_ACCESS_KEY_ID,
+AWS_ENDPOINT, ..., CWASM_OCI_USERNAME and CWASM_OCI_PASSWORD). Without
 --store, the local store in your cache directory is used
 ($XDG_CACHE_HOME/cwasm or ~/.cache/cwasm on Linux, ~/Library/Caches/cwasm on
 macOS, the local application data folder on Windows), or the `directory` of
@@ -96,6 +98,18 @@ enum Command {
         /// Where to write the two files (never overwritten).
         #[arg(value_name = "NAME")]
         name: PathBuf,
+    },
+    /// Push a .wasm as an OCI image (oci://registry/repository:tag), laid
+    /// out as wasm toolchains push one, and print its digest. An OCI store
+    /// (--store oci://registry/repository) attaches its artifacts to the
+    /// image holding the wasm: this is for wasm no toolchain pushed.
+    Push {
+        /// The image: oci://registry/repository:tag.
+        #[arg(value_name = "IMAGE")]
+        image: String,
+        /// The binary .wasm (the image holds the bytes hosts load).
+        #[arg(value_name = "WASM")]
+        file: PathBuf,
     },
     /// Precompile wasm modules and components into the store, in parallel.
     Compile {
@@ -205,6 +219,7 @@ fn run(command: Command) -> Result<ExitCode> {
             json,
         } => inspect::inspect(&file, statement.as_deref(), &trusted_keys, json)?,
         Command::Keygen { name } => admin::keygen(&name)?,
+        Command::Push { image, file } => admin::push(&image, &file)?,
         Command::Compile {
             files,
             engine,

@@ -417,6 +417,49 @@ fn object_store_urls() {
     assert_eq!(ls.as_array().unwrap().len(), 0, "{ls}");
 }
 
+/// `cwasm push`, then `--store oci://...`, against the registry `cargo xtask
+/// test` starts: the artifact is attached to the pushed image, listed and
+/// verified through the repository.
+#[test]
+fn oci_store_urls() {
+    let Ok(registry) = std::env::var("CWASM_TEST_OCI_REGISTRY") else {
+        assert!(
+            std::env::var_os("CWASM_REQUIRE_SERVERS").is_none(),
+            "CWASM_REQUIRE_SERVERS is set but CWASM_TEST_OCI_REGISTRY is not"
+        );
+        eprintln!("skipped: no registry (run `cargo xtask test`)");
+        return;
+    };
+    let repository = format!("oci://{registry}/cli/app-{}", std::process::id());
+    let image = format!("{repository}:v1");
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("m.wat");
+    std::fs::write(&text, MODULE_WAT).unwrap();
+    let binary = dir.path().join("m.wasm");
+    std::fs::write(&binary, wat::parse_str(MODULE_WAT).unwrap()).unwrap();
+    cwasm()
+        .args(["push", &image])
+        .arg(&text)
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains("not a binary wasm"));
+    cwasm()
+        .args(["push", &image])
+        .arg(&binary)
+        .assert()
+        .success()
+        .stdout(predicates::str::starts_with("sha256:"));
+    cwasm()
+        .arg("compile")
+        .arg(&binary)
+        .args(["--store", &repository])
+        .assert()
+        .success();
+    let ls = json(cwasm().args(["ls", "--store", &image, "--json"]));
+    assert_eq!(ls[0]["entries"], 1, "{ls}");
+    cwasm().args(["verify", "--store", &image]).assert().code(0);
+}
+
 /// `cwasm ... | head -1`: when the reader goes away the tool ends quietly (by
 /// SIGPIPE, as other Unix tools do), not with a panic and a backtrace.
 #[test]

@@ -183,3 +183,21 @@ pub fn gc(
     );
     Ok(())
 }
+
+/// `push`: `file` as a wasm image under `image`'s tag; prints its digest.
+pub(crate) fn push(image: &str, file: &Path) -> Result<()> {
+    let backend = cwasm_store::OciBackend::open(image)?;
+    let tag = backend
+        .tag()
+        .with_context(|| format!("`{image}` names no tag (oci://registry/repository:tag)"))?;
+    let wasm = std::fs::read(file).with_context(|| format!("failed to read {}", file.display()))?;
+    if !wasm.starts_with(b"\0asm") {
+        bail!(
+            "{} is not a binary wasm module or component: an image holds the bytes hosts \
+             load, and the store keys artifacts on their digest",
+            file.display()
+        );
+    }
+    println!("{}", backend.push_wasm_image(tag, &wasm)?);
+    Ok(())
+}
