@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Fault, call, faulty_proxy, wasm};
+use common::{Fault, call, faulty_proxy, peak_memory, wasm};
 use cwasm_store::{ArtifactStore, Backend, Digest, Key, LocalDir, OciBackend, StoreConfig};
 use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
 use oci_client::secrets::RegistryAuth;
@@ -382,4 +382,72 @@ fn faults_on_the_wire_cost_a_bounded_time_and_fall_back_to_compiling() -> Result
     healthy.get_or_compile_module(&engine, &wasm(13))?;
     assert_eq!((healthy.stats().hits, healthy.stats().rejected), (1, 0));
     Ok(())
+}
+
+/// A registry serving a 256 MiB referrers index (distribution refuses
+/// manifests over 4 MiB, so the hostile registry here is a loopback server
+/// answering every request with one): the lookup reads at most
+/// `MAX_MANIFEST` of it, refuses it and compiles; memory grows by far less
+/// than the index.
+#[test]
+fn a_huge_referrers_index_is_refused_unread() -> Result<()> {
+    if repository().is_none() {
+        return Ok(());
+    }
+    let engine = Engine::default();
+    let registry = hostile_registry(256 << 20);
+    let subject = format!("sha256:{}", "ab".repeat(32));
+    let store = open(
+        &format!("oci://{registry}/app@{subject}"),
+        StoreConfig::default(),
+    )?;
+    let before = peak_memory();
+    let start = std::time::Instant::now();
+    let m = store.get_or_compile_module(&engine, &wasm(14))?;
+    assert_eq!(call(&engine, &m), 14);
+    let grew = peak_memory().saturating_sub(before);
+    eprintln!(
+        "256 MiB referrers index: {:?}, peak memory +{grew}",
+        start.elapsed()
+    );
+    assert_eq!(store.stats().compiles, 1);
+    assert!(grew < 64 << 20, "peak memory grew by {grew} bytes");
+    Ok(())
+}
+
+/// A loopback server answering every request with an image index of
+/// `size` bytes, written as it goes; returns its address.
+fn hostile_registry(size: usize) -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { return };
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && client.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                let start = br#"{"schemaVersion":2,"manifests":[],"annotations":{"x":""#;
+                let _ = write!(
+                    client,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.index.v1+json\r\n\
+                     Content-Length: {size}\r\n\r\n"
+                );
+                let _ = client.write_all(start);
+                let chunk = vec![b'a'; 1 << 20];
+                let mut sent = start.len();
+                while sent < size {
+                    let n = chunk.len().min(size - sent);
+                    if client.write_all(&chunk[..n]).is_err() {
+                        return;
+                    }
+                    sent += n;
+                }
+            });
+        }
+    });
+    address
 }

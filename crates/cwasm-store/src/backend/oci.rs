@@ -31,8 +31,9 @@
 //!
 //! Nothing the registry says is trusted: the store checks every object it
 //! reads exactly as it does an object store's (stamp, tag, signature, size
-//! limit, time limit). Manifests and referrer indexes are read whole by the
-//! OCI client, within the time limit.
+//! limit, time limit), and reads manifests, referrer indexes and tag lists
+//! itself, under [`MAX_MANIFEST`] (the OCI client would read them whole);
+//! the OCI client pushes, pulls layers and authenticates.
 
 use super::remote::Bounded;
 use super::{Backend, Fetched, Listed, Streamed};
@@ -84,8 +85,10 @@ const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+j
 const EMPTY: &str = "application/vnd.oci.empty.v1+json";
 const EMPTY_DIGEST: &str =
     "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
-/// The largest manifest indexed while looking for a wasm.
-const MAX_MANIFEST: usize = 4 << 20;
+/// The largest manifest, referrers index or tag list read.
+pub const MAX_MANIFEST: u64 = 4 << 20;
+/// How long a registry token is used before the auth flow runs again.
+const TOKEN_FRESH: Duration = Duration::from_secs(60);
 /// The most tags listed while looking for a wasm.
 const MAX_TAGS: usize = 10_000;
 
@@ -139,6 +142,9 @@ struct State {
     named_indexed: bool,
     indexed_at: Option<Instant>,
     referrers: HashMap<String, (Instant, Arc<Vec<Referrer>>)>,
+    /// The bearer token (if the registry wants one) for pulling and for
+    /// pushing, and when it was had.
+    tokens: [Option<(Instant, Option<String>)>; 2],
 }
 
 /// Where a store path lives in the registry.
@@ -343,11 +349,11 @@ impl OciBackend {
                     return Ok(());
                 }
                 let reference = match named {
-                    Named::Tag(tag) => self.by_tag(tag),
-                    Named::Digest(digest) => self.by_digest(digest),
+                    Named::Tag(tag) => tag,
+                    Named::Digest(digest) => digest,
                 };
                 match self
-                    .pull_manifest(&reference, &[MANIFEST, DOCKER_MANIFEST])
+                    .pull_manifest(reference, &[MANIFEST, DOCKER_MANIFEST])
                     .await?
                 {
                     Some((bytes, digest)) => self.index(&bytes, &digest),
@@ -371,9 +377,6 @@ impl OciBackend {
 
     /// Records the layers of a manifest as wasm it holds.
     fn index(&self, bytes: &[u8], digest: &str) {
-        if bytes.len() > MAX_MANIFEST {
-            return;
-        }
         let Ok(manifest) = serde_json::from_slice::<Value>(bytes) else {
             return;
         };
@@ -403,9 +406,8 @@ impl OciBackend {
             if tag.starts_with("cwasm-") || tag.starts_with("sha256-") {
                 continue;
             }
-            let reference = self.by_tag(&tag);
             if let Some((bytes, digest)) = self
-                .pull_manifest(&reference, &[MANIFEST, DOCKER_MANIFEST])
+                .pull_manifest(&tag, &[MANIFEST, DOCKER_MANIFEST])
                 .await?
             {
                 self.index(&bytes, &digest);
@@ -416,22 +418,22 @@ impl OciBackend {
 
     async fn tags(&self) -> Result<Vec<String>> {
         let mut tags: Vec<String> = Vec::new();
-        let reference = self.by_tag("latest");
         loop {
-            let page = self
-                .client
-                .list_tags(
-                    &reference,
-                    &self.auth,
-                    Some(1000),
-                    tags.last().map(|s| &s[..]),
-                )
-                .await;
-            let page = match page {
-                Ok(page) => page.tags,
-                Err(e) if not_found(&e) => Vec::new(),
-                Err(e) => bail!("failed to list the tags of {}: {e}", self.shown),
+            let mut query = "tags/list?n=1000".to_string();
+            if let Some(last) = tags.last() {
+                query += &format!("&last={last}");
+            }
+            let page = match self.get_bounded(&query, "application/json").await? {
+                Some(bytes) => serde_json::from_slice::<Value>(&bytes)
+                    .with_context(|| format!("{}: the tag list is not JSON", self.shown))?,
+                None => Value::Null,
             };
+            let page: Vec<String> = page["tags"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|t| Some(t.as_str()?.to_string()))
+                .collect();
             let full = page.len() >= 1000;
             tags.extend(page);
             if !full || tags.len() >= MAX_TAGS {
@@ -440,21 +442,99 @@ impl OciBackend {
         }
     }
 
-    /// A manifest and its digest, or `None` if there is none.
+    /// A manifest (by tag or digest) and its digest, or `None` if there is
+    /// none. A manifest asked for by digest must have it.
     async fn pull_manifest(
         &self,
-        reference: &Reference,
+        reference: &str,
         accept: &[&str],
-    ) -> Result<Option<(bytes::Bytes, String)>> {
-        match self
-            .client
-            .pull_manifest_raw(reference, &self.auth, accept)
-            .await
-        {
-            Ok(got) => Ok(Some(got)),
-            Err(e) if not_found(&e) => Ok(None),
-            Err(e) => bail!("failed to read {reference}: {e}"),
+    ) -> Result<Option<(Vec<u8>, String)>> {
+        let Some(bytes) = self
+            .get_bounded(&format!("manifests/{reference}"), &accept.join(", "))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let digest = format!("sha256:{}", Digest::of(&bytes));
+        if reference.starts_with("sha256:") && reference != digest {
+            bail!(
+                "{}@{reference}: the registry sent a manifest of digest {digest}",
+                self.shown
+            );
         }
+        Ok(Some((bytes, digest)))
+    }
+
+    /// A request to `/v2/<repository>/<rest>` with the credentials `op`
+    /// needs: the bearer token of the OCI client's auth flow (kept for
+    /// [`TOKEN_FRESH`]), or the user name and password.
+    async fn request(
+        &self,
+        method: reqwest::Method,
+        rest: &str,
+        op: RegistryOperation,
+    ) -> Result<reqwest::RequestBuilder> {
+        let slot = usize::from(matches!(op, RegistryOperation::Push));
+        let kept = self.state().tokens[slot]
+            .clone()
+            .filter(|(at, _)| at.elapsed() < TOKEN_FRESH);
+        let token = match kept {
+            Some((_, token)) => token,
+            None => {
+                let token = self
+                    .client
+                    .auth(&self.by_tag("latest"), &self.auth, op)
+                    .await
+                    .map_err(|e| format_err!("failed to authenticate to {}: {e}", self.shown))?;
+                self.state().tokens[slot] = Some((Instant::now(), token.clone()));
+                token
+            }
+        };
+        let scheme = if self.plain_http { "http" } else { "https" };
+        let url = format!("{scheme}://{}/v2/{}/{rest}", self.registry, self.repository);
+        let request = self.http.request(method, url);
+        Ok(match (&token, &self.auth) {
+            (Some(token), _) => request.bearer_auth(token),
+            (None, RegistryAuth::Basic(user, password)) => request.basic_auth(user, Some(password)),
+            _ => request,
+        })
+    }
+
+    /// `GET /v2/<repository>/<rest>` of a manifest, an index or a tag list:
+    /// its body, of at most [`MAX_MANIFEST`] bytes (a larger one is an
+    /// error, and is not read past the limit), or `None` on 404. The OCI
+    /// client reads these whole; a hostile registry could send gigabytes.
+    async fn get_bounded(&self, rest: &str, accept: &str) -> Result<Option<Vec<u8>>> {
+        let what = format!("{}/{rest}", self.shown);
+        let mut response = self
+            .request(reqwest::Method::GET, rest, RegistryOperation::Pull)
+            .await?
+            .header(reqwest::header::ACCEPT, accept)
+            .send()
+            .await
+            .map_err(|e| format_err!("failed to read {what}: {e}"))?;
+        match response.status().as_u16() {
+            404 => return Ok(None),
+            200..=299 => {}
+            status => bail!("failed to read {what}: HTTP {status}"),
+        }
+        let over = |n: u64| format_err!("{what}: over {MAX_MANIFEST} bytes ({n} or more): refused");
+        if let Some(n) = response.content_length().filter(|n| *n > MAX_MANIFEST) {
+            return Err(over(n));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| format_err!("failed to read {what}: {e}"))?
+        {
+            let n = (body.len() + chunk.len()) as u64;
+            if n > MAX_MANIFEST {
+                return Err(over(n));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Some(body))
     }
 
     /// The referrers of `subject` that hold store objects; a listing at
@@ -466,22 +546,38 @@ impl OciBackend {
         {
             return Ok(listed.clone());
         }
-        let index = self
-            .client
-            .pull_referrers(&self.by_digest(subject), None)
-            .await
-            .map_err(|e| format_err!("failed to list the referrers of {subject}: {e}"))?;
-        let listed: Vec<Referrer> = index
-            .manifests
-            .iter()
+        // The referrers API, or where it is missing (404), the referrers
+        // tag schema's index; neither is an empty listing.
+        let fallback = format!("manifests/{}", subject.replace(':', "-"));
+        let index = match self
+            .get_bounded(&format!("referrers/{subject}"), INDEX)
+            .await?
+        {
+            Some(index) => Some(index),
+            None => self.get_bounded(&fallback, INDEX).await?,
+        };
+        let index: Value = match index {
+            Some(bytes) => serde_json::from_slice(&bytes).with_context(|| {
+                format!(
+                    "{}: the referrers of {subject} are not an index",
+                    self.shown
+                )
+            })?,
+            None => Value::Null,
+        };
+        let listed: Vec<Referrer> = index["manifests"]
+            .as_array()
+            .into_iter()
+            .flatten()
             .filter_map(|m| {
-                let a = m.annotations.as_ref()?;
+                let a = &m["annotations"];
+                let text = |key: &str| Some(a[key].as_str()?.to_string());
                 Some(Referrer {
-                    digest: m.digest.clone(),
-                    path: a.get(PATH)?.clone(),
-                    layer: a.get(LAYER)?.clone(),
-                    size: a.get(SIZE)?.parse().ok()?,
-                    created: a.get(CREATED).cloned().unwrap_or_default(),
+                    digest: m["digest"].as_str()?.to_string(),
+                    path: text(PATH)?,
+                    layer: text(LAYER)?,
+                    size: text(SIZE)?.parse().ok()?,
+                    created: text(CREATED).unwrap_or_default(),
                 })
             })
             .collect();
@@ -574,8 +670,7 @@ impl OciBackend {
                 }
             }
             Place::Tagged(tag) => {
-                let Some((bytes, _)) = self.pull_manifest(&self.by_tag(&tag), &[MANIFEST]).await?
-                else {
+                let Some((bytes, _)) = self.pull_manifest(&tag, &[MANIFEST]).await? else {
                     return Ok(Streamed::Missing);
                 };
                 let manifest: Value = serde_json::from_slice(&bytes)
@@ -740,7 +835,7 @@ impl OciBackend {
     ) -> Result<()> {
         let tag = subject.replace(':', "-");
         let reference = self.by_tag(&tag);
-        let mut index = match self.pull_manifest(&reference, &[INDEX]).await? {
+        let mut index = match self.pull_manifest(&tag, &[INDEX]).await? {
             Some((bytes, _)) => serde_json::from_slice::<Value>(&bytes)
                 .with_context(|| format!("{}:{tag} is not an image index", self.shown))?,
             None => json!({"schemaVersion": 2, "mediaType": INDEX, "manifests": []}),
@@ -755,24 +850,13 @@ impl OciBackend {
     /// `DELETE /v2/<repository>/manifests/<digest>` (the OCI client has
     /// no call for it).
     async fn delete_manifest(&self, digest: &str) -> Result<()> {
-        let reference = self.by_digest(digest);
-        let token = self
-            .client
-            .auth(&reference, &self.auth, RegistryOperation::Push)
-            .await
-            .map_err(|e| format_err!("failed to authenticate to {}: {e}", self.shown))?;
-        let scheme = if self.plain_http { "http" } else { "https" };
-        let url = format!(
-            "{scheme}://{}/v2/{}/manifests/{digest}",
-            self.registry, self.repository
-        );
-        let mut request = self.http.delete(&url);
-        request = match (&token, &self.auth) {
-            (Some(token), _) => request.bearer_auth(token),
-            (None, RegistryAuth::Basic(user, password)) => request.basic_auth(user, Some(password)),
-            _ => request,
-        };
-        let response = request
+        let response = self
+            .request(
+                reqwest::Method::DELETE,
+                &format!("manifests/{digest}"),
+                RegistryOperation::Push,
+            )
+            .await?
             .send()
             .await
             .map_err(|e| format_err!("failed to delete {}@{digest}: {e}", self.shown))?;
@@ -784,17 +868,10 @@ impl OciBackend {
 
     async fn delete_async(&self, path: &str) -> Result<()> {
         match place(path)? {
-            Place::Tagged(tag) => {
-                match self
-                    .client
-                    .fetch_manifest_digest(&self.by_tag(&tag), &self.auth)
-                    .await
-                {
-                    Ok(digest) => self.delete_manifest(&digest).await,
-                    Err(e) if not_found(&e) => Ok(()),
-                    Err(e) => bail!("failed to look up {}:{tag}: {e}", self.shown),
-                }
-            }
+            Place::Tagged(tag) => match self.pull_manifest(&tag, &[MANIFEST]).await? {
+                Some((_, digest)) => self.delete_manifest(&digest).await,
+                None => Ok(()),
+            },
             Place::Entry { wasm, .. } => {
                 let Some(subject) = self.subject_digest(wasm).await? else {
                     return Ok(());
@@ -957,10 +1034,7 @@ impl Backend for OciBackend {
     fn write_new(&self, path: &str, bytes: &[u8]) -> Result<()> {
         self.bounded.run(async {
             let exists = match place(path)? {
-                Place::Tagged(tag) => self
-                    .pull_manifest(&self.by_tag(&tag), &[MANIFEST])
-                    .await?
-                    .is_some(),
+                Place::Tagged(tag) => self.pull_manifest(&tag, &[MANIFEST]).await?.is_some(),
                 Place::Entry { wasm, .. } => match self.subject_digest(wasm).await? {
                     Some(subject) => self.find(&subject, path, true).await?.is_some(),
                     None => false,
