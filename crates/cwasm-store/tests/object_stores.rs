@@ -16,7 +16,7 @@
 
 mod common;
 
-use common::{Fault, call, faulty_proxy, peak_memory, wasm, zstd_bomb_frame};
+use common::{call, peak_memory, wasm, zstd_bomb_frame};
 use cwasm_store::{ArtifactStore, Backend, Digest, Key, LocalDir, ObjectStoreBackend, StoreConfig};
 use std::sync::atomic::{AtomicU32, Ordering};
 use wasmtime::{Config, Engine, OptLevel, Result};
@@ -289,31 +289,13 @@ fn faults_on_the_wire_cost_a_bounded_time_and_fall_back_to_compiling(
     // The entry is there, behind the faulty proxy.
     ArtifactStore::open_location(&url, StoreConfig::default())?
         .get_or_compile_module(&engine, &wasm(21))?;
-    let options = cwasm_store::RemoteOptions {
-        timeout: std::time::Duration::from_secs(3),
-        connect_timeout: std::time::Duration::from_secs(1),
-        skip_after_failure: std::time::Duration::from_secs(60),
-    };
-    for fault in [Fault::Drop, Fault::Stall, Fault::Truncate] {
-        let settings = target.through(faulty_proxy(upstream, fault));
+    common::faults_cost_a_bounded_time(&engine, 21, upstream, |proxy| {
+        let settings = target.through(proxy);
         let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let backend = ObjectStoreBackend::open_with_settings(&url, options, &settings)?;
-        let store = ArtifactStore::new(None, Some(Box::new(backend)), StoreConfig::default())?;
-        for round in 0..3 {
-            let start = std::time::Instant::now();
-            let m = store.get_or_compile_module(&engine, &wasm(21))?;
-            assert_eq!(call(&engine, &m), 21);
-            let took = start.elapsed();
-            eprintln!("{fault:?}, lookup {round}: {took:?}");
-            // The timeout bounds the first; the skip makes the others free.
-            let bound = if round == 0 { 10 } else { 1 };
-            assert!(
-                took < std::time::Duration::from_secs(bound),
-                "{fault:?}: {took:?}"
-            );
-        }
-        assert_eq!(store.stats().compiles, 3, "{fault:?}: {:?}", store.stats());
-    }
+        let backend =
+            ObjectStoreBackend::open_with_settings(&url, common::fault_options(), &settings)?;
+        ArtifactStore::new(None, Some(Box::new(backend)), StoreConfig::default())
+    })?;
     // Nothing was lost: the entry is intact behind a healthy connection.
     let healthy = ArtifactStore::open_location(&url, StoreConfig::default())?;
     healthy.get_or_compile_module(&engine, &wasm(21))?;

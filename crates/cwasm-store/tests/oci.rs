@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Fault, call, faulty_proxy, peak_memory, wasm};
+use common::{call, peak_memory, wasm};
 use cwasm_store::{ArtifactStore, Backend, Digest, Key, LocalDir, OciBackend, StoreConfig};
 use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
 use oci_client::secrets::RegistryAuth;
@@ -349,32 +349,14 @@ fn faults_on_the_wire_cost_a_bounded_time_and_fall_back_to_compiling() -> Result
         StoreConfig::default(),
     )?
     .get_or_compile_module(&engine, &wasm(13))?;
-    let options = cwasm_store::RemoteOptions {
-        timeout: std::time::Duration::from_secs(3),
-        connect_timeout: std::time::Duration::from_secs(1),
-        skip_after_failure: std::time::Duration::from_secs(60),
-    };
     let upstream = registry
         .parse()
         .expect("CWASM_TEST_OCI_REGISTRY is ip:port");
-    for fault in [Fault::Drop, Fault::Stall, Fault::Truncate] {
-        let proxy = faulty_proxy(upstream, fault);
-        let backend = OciBackend::open_with(&format!("oci://{proxy}/{repo}:v1"), options)?;
-        let store = ArtifactStore::new(None, Some(Box::new(backend)), StoreConfig::default())?;
-        for round in 0..3 {
-            let start = std::time::Instant::now();
-            let m = store.get_or_compile_module(&engine, &wasm(13))?;
-            assert_eq!(call(&engine, &m), 13);
-            let took = start.elapsed();
-            eprintln!("{fault:?}, lookup {round}: {took:?}");
-            let bound = if round == 0 { 10 } else { 1 };
-            assert!(
-                took < std::time::Duration::from_secs(bound),
-                "{fault:?}: {took:?}"
-            );
-        }
-        assert_eq!(store.stats().compiles, 3, "{fault:?}: {:?}", store.stats());
-    }
+    common::faults_cost_a_bounded_time(&engine, 13, upstream, |proxy| {
+        let url = format!("oci://{proxy}/{repo}:v1");
+        let backend = OciBackend::open_with(&url, common::fault_options())?;
+        ArtifactStore::new(None, Some(Box::new(backend)), StoreConfig::default())
+    })?;
     let healthy = open(
         &format!("oci://{registry}/{repo}:v1"),
         StoreConfig::default(),

@@ -112,3 +112,38 @@ pub fn faulty_proxy(upstream: std::net::SocketAddr, fault: Fault) -> std::net::S
     });
     addr
 }
+
+/// The time limits of the fault tests: 3 s a call, then 60 s skipped.
+pub fn fault_options() -> cwasm_store::RemoteOptions {
+    cwasm_store::RemoteOptions {
+        timeout: Duration::from_secs(3),
+        connect_timeout: Duration::from_secs(1),
+        skip_after_failure: Duration::from_secs(60),
+    }
+}
+
+/// For each fault, three lookups of `wasm(n)` through the store
+/// `behind(proxy address)` makes (with [`fault_options`]), a proxy injecting
+/// the fault in front of `upstream`: all compile; the timeout bounds the
+/// first, and the skip makes the others free.
+pub fn faults_cost_a_bounded_time(
+    engine: &Engine,
+    n: i32,
+    upstream: std::net::SocketAddr,
+    behind: impl Fn(std::net::SocketAddr) -> wasmtime::Result<cwasm_store::ArtifactStore>,
+) -> wasmtime::Result<()> {
+    for fault in [Fault::Drop, Fault::Stall, Fault::Truncate] {
+        let store = behind(faulty_proxy(upstream, fault))?;
+        for round in 0..3 {
+            let start = std::time::Instant::now();
+            let m = store.get_or_compile_module(engine, &wasm(n))?;
+            assert_eq!(call(engine, &m), n);
+            let took = start.elapsed();
+            eprintln!("{fault:?}, lookup {round}: {took:?}");
+            let bound = if round == 0 { 10 } else { 1 };
+            assert!(took < Duration::from_secs(bound), "{fault:?}: {took:?}");
+        }
+        assert_eq!(store.stats().compiles, 3, "{fault:?}: {:?}", store.stats());
+    }
+    Ok(())
+}
