@@ -7,7 +7,8 @@
 //! | moto | S3 | the Python package registry |
 //! | gcp-storage-emulator | Google Cloud Storage | the Python package registry |
 //! | Azurite | Azure Blob Storage | the npm registry |
-//! | distribution (`docker-registry`) | an OCI registry | the Debian archive |
+//! | distribution (`docker-registry`) | an OCI registry without the referrers API | the Debian archive |
+//! | go-containerregistry's registry | an OCI registry with the referrers API | the Debian archive (Go source, built here with Debian's Go) |
 //!
 //! [`Servers::env`] is how the tests find them: a URL per backend, the
 //! client settings each needs, and `CWASM_REQUIRE_SERVERS=1`, so that a
@@ -26,6 +27,31 @@ const AZURITE: &str = "azurite@3.35.0";
 /// distribution 2.8, Debian's `docker-registry`: the OCI distribution API
 /// without the referrers API (so clients use the referrers tag schema).
 const REGISTRY: &str = "docker-registry=2.8.2+ds1-1";
+/// go-containerregistry's registry (`pkg/registry`, what `crane registry
+/// serve` runs), which has the OCI 1.1 referrers API (switched on below).
+/// Debian ships it only as Go source, and only from trixie on: it is
+/// fetched from that suite of the archive this machine's apt already uses,
+/// with the Go toolchain of the same suite, and built here.
+const GGCR: &str = "golang-github-google-go-containerregistry-dev=0.20.1+ds1-1";
+const GGCR_GO: [&str; 2] = ["golang-1.24-go", "golang-1.24-src"];
+const GGCR_SUITE: &str = "trixie";
+/// The registry's `main`: the package's handler on a given address, with
+/// the referrers API on; prints nothing, logs each request.
+const GGCR_MAIN: &str = r#"package main
+
+import (
+	"log"
+	"net/http"
+	"os"
+
+	"github.com/google/go-containerregistry/pkg/registry"
+)
+
+func main() {
+	handler := registry.New(registry.WithReferrersSupport(true))
+	log.Fatal(http.ListenAndServe(os.Args[1], handler))
+}
+"#;
 /// The bucket (S3, GCS) or container (Azure) the tests use.
 const BUCKET: &str = "cwasm-test";
 /// The GCS emulator's bucket: `object_store` percent-encodes the whole
@@ -42,11 +68,20 @@ pub(crate) enum Server {
     S3,
     Gcs,
     Azure,
+    /// distribution 2.8: no referrers API.
     Registry,
+    /// go-containerregistry's registry: the referrers API.
+    Ggcr,
 }
 
 impl Server {
-    pub(crate) const ALL: [Server; 4] = [Server::S3, Server::Gcs, Server::Azure, Server::Registry];
+    pub(crate) const ALL: [Server; 5] = [
+        Server::S3,
+        Server::Gcs,
+        Server::Azure,
+        Server::Registry,
+        Server::Ggcr,
+    ];
 }
 
 /// Running servers; dropping this stops them.
@@ -80,6 +115,7 @@ impl Servers {
                 Server::Gcs => start_gcs(root, port)?,
                 Server::Azure => start_azurite(root, port)?,
                 Server::Registry => start_registry(root, port)?,
+                Server::Ggcr => start_ggcr(root, port)?,
             };
             servers.children.push(child);
             servers
@@ -134,6 +170,7 @@ fn install(root: &Path, server: Server) -> Result<()> {
             .context("installing Azurite from the npm registry (needs npm)")
         }
         Server::Registry if !registry(root).exists() => install_registry(root),
+        Server::Ggcr if !ggcr(root).exists() => install_ggcr(root),
         _ => Ok(()),
     }
 }
@@ -177,6 +214,112 @@ fn install_registry(root: &Path) -> Result<()> {
     )?;
     std::fs::remove_file(deb)?;
     Ok(())
+}
+
+fn ggcr(root: &Path) -> PathBuf {
+    root.join("target/ggcr/registry")
+}
+
+/// Downloads the registry's source and a Go toolchain from the
+/// [`GGCR_SUITE`] suite (apt's own state untouched: a private sources
+/// list, package lists and cache under `target/ggcr/apt`), unpacks them,
+/// and builds [`GGCR_MAIN`] against the source, offline (GOPATH mode, no
+/// module proxy).
+fn install_ggcr(root: &Path) -> Result<()> {
+    let dir = root.join("target/ggcr");
+    let _ = std::fs::remove_dir_all(&dir);
+    let apt = dir.join("apt");
+    for sub in ["lists/partial", "archives/partial", "parts"] {
+        std::fs::create_dir_all(apt.join(sub))?;
+    }
+    let sources = apt.join("sources.list");
+    std::fs::write(
+        &sources,
+        format!(
+            "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] {} {GGCR_SUITE} main\n",
+            debian_archive()?
+        ),
+    )?;
+    let apt_get = |args: &[&str]| -> Result<()> {
+        let mut cmd = Command::new("apt-get");
+        cmd.current_dir(&apt)
+            .args(["-q", "-o", "APT::Sandbox::User=root"]);
+        for (key, value) in [
+            ("Dir::Etc::SourceList", sources.clone()),
+            ("Dir::Etc::SourceParts", apt.join("parts")),
+            ("Dir::State::Lists", apt.join("lists")),
+            ("Dir::Cache", apt.clone()),
+            ("Dir::State::status", PathBuf::from("/dev/null")),
+        ] {
+            cmd.arg("-o").arg(format!("{key}={}", value.display()));
+        }
+        crate::cmd::run(cmd.args(args))
+    };
+    apt_get(&["update"]).context("reading the Debian archive's package lists")?;
+    apt_get(&["download", GGCR, GGCR_GO[0], GGCR_GO[1]])
+        .context("downloading go-containerregistry and Go from the Debian archive")?;
+    let pkg = dir.join("pkg");
+    for deb in std::fs::read_dir(&apt)? {
+        let deb = deb?.path();
+        if deb.extension().is_some_and(|e| e == "deb") {
+            crate::cmd::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&pkg))?;
+        }
+    }
+    let goroot = std::fs::read_dir(pkg.join("usr/lib"))?
+        .filter_map(|e| Some(e.ok()?.path()))
+        .find(|p| p.join("bin/go").exists())
+        .context("the Go package has no bin/go")?;
+    let gopath = dir.join("gopath");
+    let main = gopath.join("src/cwasm-ggcr-registry");
+    std::fs::create_dir_all(&main)?;
+    std::fs::write(main.join("main.go"), GGCR_MAIN)?;
+    std::os::unix::fs::symlink(
+        pkg.join("usr/share/gocode/src/github.com"),
+        gopath.join("src/github.com"),
+    )?;
+    crate::cmd::run(
+        Command::new(goroot.join("bin/go"))
+            .args(["build", "-o"])
+            .arg(ggcr(root))
+            .arg("cwasm-ggcr-registry")
+            .env("GOROOT", &goroot)
+            .env("GOPATH", &gopath)
+            .env("GOCACHE", dir.join("gocache"))
+            .env("GO111MODULE", "off")
+            .env("GOFLAGS", "")
+            .env("GOENV", "off")
+            .env("GOPROXY", "off")
+            .env("GOTOOLCHAIN", "local")
+            .env("GOTELEMETRY", "off")
+            .env("CGO_ENABLED", "0"),
+    )
+    .context("building go-containerregistry's registry")?;
+    // Only the binary is needed from now on.
+    for sub in ["apt", "pkg", "gopath", "gocache"] {
+        std::fs::remove_dir_all(dir.join(sub))?;
+    }
+    Ok(())
+}
+
+/// The Debian archive this machine's apt reads its main suite from (as
+/// apt itself reports it): the same archive, another suite.
+fn debian_archive() -> Result<String> {
+    let targets = crate::cmd::output(Command::new("apt-get").args([
+        "indextargets",
+        "--format",
+        "$(REPO_URI) $(RELEASE) $(IDENTIFIER)",
+    ]))?;
+    targets
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            Some((words.next()?, words.next()?, words.next()?))
+        })
+        .find(|(uri, release, id)| {
+            *id == "Packages" && !release.contains('-') && !uri.contains("security")
+        })
+        .map(|(uri, _, _)| uri.to_string())
+        .context("apt lists no Debian archive (`apt-get indextargets`); run `apt-get update`")
 }
 
 fn free_port() -> Result<u16> {
@@ -631,6 +774,29 @@ fn start_registry(root: &Path, port: u16) -> Result<(Child, Env)> {
     Ok((
         child,
         vec![("CWASM_TEST_OCI_REGISTRY", format!("127.0.0.1:{port}"))],
+    ))
+}
+
+fn start_ggcr(root: &Path, port: u16) -> Result<(Child, Env)> {
+    let child = spawn(
+        root,
+        "ggcr",
+        Command::new(ggcr(root)).arg(format!("127.0.0.1:{port}")),
+    )?;
+    wait_for("ggcr", || {
+        let response = http(port, "GET /v2/ HTTP/1.1\r\n")?;
+        if !response.starts_with("HTTP/1.1 200") {
+            bail!("/v2/ answered {response}");
+        }
+        Ok(())
+    })?;
+    eprintln!("OCI registry with the referrers API (go-containerregistry) on 127.0.0.1:{port}");
+    Ok((
+        child,
+        vec![(
+            "CWASM_TEST_OCI_REFERRERS_REGISTRY",
+            format!("127.0.0.1:{port}"),
+        )],
     ))
 }
 
