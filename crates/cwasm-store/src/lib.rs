@@ -106,8 +106,8 @@ pub use semver;
 /// lists with them (see `backend/oci.rs` for the mapping).
 pub mod oci {
     pub use crate::backend::oci::{
-        ARTIFACT_TYPE, ENGINE, ENGINE_FILE_TYPE, MAX_MANIFEST, PATH, PRODUCER, REFERRERS_FRESH,
-        REINDEX_AFTER, STATEMENT_TYPE, TAG_TYPE, TARGET,
+        ARTIFACT_TYPE, ENGINE, ENGINE_FILE_TYPE, MAX_MANIFEST, MAX_UNANNOTATED, PATH, PRODUCER,
+        REFERRERS_FRESH, REINDEX_AFTER, STATEMENT_TYPE, TAG_TYPE, TARGET,
     };
 }
 pub use stats::Stats;

@@ -19,7 +19,12 @@
 //!    layer's digest and size, the producer, the time, and for a raw
 //!    artifact its target. A lookup lists the subject's referrers once
 //!    (reused for [`REFERRERS_FRESH`], so that an entry's tag, statement
-//!    and artifact cost one listing) and fetches the layer by digest.
+//!    and artifact cost one listing) and fetches the layer by digest. A
+//!    listing that leaves out the manifests' annotations (the spec asks
+//!    for them; go-containerregistry's registry omits them, and gives the
+//!    config's media type as the artifact type) costs a read of each
+//!    referrer manifest that may be ours, at most [`MAX_UNANNOTATED`] per
+//!    listing, each remembered by digest.
 //! 2. A prefix's `engine.json` and `engine.section`: a manifest without a
 //!    subject under the tag `cwasm-<engine>.<name>`.
 //!
@@ -32,8 +37,11 @@
 //! Nothing the registry says is trusted: the store checks every object it
 //! reads exactly as it does an object store's (stamp, tag, signature, size
 //! limit, time limit), and reads manifests, referrer indexes and tag lists
-//! itself, under [`MAX_MANIFEST`] (the OCI client would read them whole);
-//! the OCI client pushes, pulls layers and authenticates.
+//! itself, under [`MAX_MANIFEST`] (the OCI client would read them whole).
+//! It pushes blobs and manifests itself too: the OCI client's push refuses
+//! a `201` without a `Location` header, which go-containerregistry's
+//! registry sends, and panics on it when the manifest is pushed by digest.
+//! The OCI client pulls layers and authenticates.
 
 use super::remote::Bounded;
 use super::{Backend, Fetched, Listed, Streamed};
@@ -89,6 +97,9 @@ const EMPTY_DIGEST: &str =
 pub const MAX_MANIFEST: u64 = 4 << 20;
 /// How long a registry token is used before the auth flow runs again.
 const TOKEN_FRESH: Duration = Duration::from_secs(60);
+/// The most referrers of one subject whose manifests are read because the
+/// listing left out their annotations.
+pub const MAX_UNANNOTATED: usize = 64;
 /// The most tags listed while looking for a wasm.
 const MAX_TAGS: usize = 10_000;
 
@@ -136,12 +147,60 @@ struct Referrer {
     created: String,
 }
 
+impl Referrer {
+    /// The referrer a listing describes, if its annotations say which
+    /// store object it holds.
+    fn from_annotations(digest: &str, a: &Value) -> Option<Referrer> {
+        let text = |key: &str| Some(a[key].as_str()?.to_string());
+        Some(Referrer {
+            digest: digest.to_string(),
+            path: text(PATH)?,
+            layer: text(LAYER)?,
+            size: text(SIZE)?.parse().ok()?,
+            created: text(CREATED).unwrap_or_default(),
+        })
+    }
+
+    /// The referrer the manifest `bytes` (of digest `digest`) is, if it is
+    /// one of this backend's: its layer from the manifest itself.
+    fn from_manifest(digest: &str, bytes: &[u8]) -> Option<Referrer> {
+        let manifest: Value = serde_json::from_slice(bytes).ok()?;
+        let kind = manifest["artifactType"].as_str()?;
+        if ![ARTIFACT_TYPE, TAG_TYPE, STATEMENT_TYPE].contains(&kind) {
+            return None;
+        }
+        let layer = &manifest["layers"][0];
+        let a = &manifest["annotations"];
+        Some(Referrer {
+            digest: digest.to_string(),
+            path: a[PATH].as_str()?.to_string(),
+            layer: layer["digest"].as_str()?.to_string(),
+            size: layer["size"].as_u64()?,
+            created: a[CREATED].as_str().unwrap_or_default().to_string(),
+        })
+    }
+}
+
+/// Whether a listed referrer without annotations may be one of this
+/// backend's: an image manifest whose artifact type is one of ours, or
+/// missing, or the empty config's (which a registry reporting the config's
+/// media type gives for every artifact).
+fn may_be_ours(m: &Value) -> bool {
+    let media_type = m["mediaType"].as_str().unwrap_or(MANIFEST);
+    let kind = m["artifactType"].as_str().unwrap_or(EMPTY);
+    media_type == MANIFEST && [ARTIFACT_TYPE, TAG_TYPE, STATEMENT_TYPE, EMPTY].contains(&kind)
+}
+
 #[derive(Default)]
 struct State {
     subjects: HashMap<Digest, Subject>,
     named_indexed: bool,
     indexed_at: Option<Instant>,
     referrers: HashMap<String, (Instant, Arc<Vec<Referrer>>)>,
+    /// Referrers read from their manifests (for listings without
+    /// annotations), by manifest digest: what a digest names never
+    /// changes. `None` for a manifest that is not one of ours.
+    manifests: HashMap<String, Option<Referrer>>,
     /// The bearer token (if the registry wants one) for pulling and for
     /// pushing, and when it was had.
     tokens: [Option<(Instant, Option<String>)>; 2],
@@ -247,23 +306,28 @@ impl OciBackend {
     /// `application/wasm` layer), as a wasm toolchain would, and returns
     /// the manifest's digest: the subject its entries will refer to.
     pub fn push_wasm_image(&self, tag: &str, wasm: &[u8]) -> Result<String> {
-        use oci_client::client::{Config, ImageLayer};
-        let reference = self.by_tag(tag);
-        let layers = [ImageLayer::new(wasm.to_vec(), WASM_LAYER.into(), None)];
-        let config = Config::new(
-            br#"{"architecture":"wasm","os":"wasip1"}"#.to_vec(),
-            WASM_CONFIG.into(),
-            None,
-        );
+        let config = br#"{"architecture":"wasm","os":"wasip1"}"#;
+        let blob = |bytes: &[u8], media_type: &str| {
+            json!({
+                "mediaType": media_type,
+                "digest": format!("sha256:{}", Digest::of(bytes)),
+                "size": bytes.len(),
+            })
+        };
+        let manifest = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": MANIFEST,
+            "config": blob(config, WASM_CONFIG),
+            "layers": [blob(wasm, WASM_LAYER)],
+        }))?;
         self.bounded.run(async {
-            self.client
-                .push(&reference, &layers, config, &self.auth, None)
-                .await
-                .map_err(|e| format_err!("failed to push {reference}: {e}"))?;
-            self.client
-                .fetch_manifest_digest(&reference, &self.auth)
-                .await
-                .map_err(|e| format_err!("failed to look up {reference}: {e}"))
+            for bytes in [&config[..], wasm] {
+                self.push_blob(bytes, &format!("sha256:{}", Digest::of(bytes)))
+                    .await?;
+            }
+            let digest = format!("sha256:{}", Digest::of(&manifest));
+            self.push_manifest(tag, manifest, MANIFEST).await?;
+            Ok(digest)
         })
     }
 
@@ -474,6 +538,18 @@ impl OciBackend {
         rest: &str,
         op: RegistryOperation,
     ) -> Result<reqwest::RequestBuilder> {
+        let url = format!("{}/v2/{}/{rest}", self.base_url(), self.repository);
+        self.authorized(method, url, op).await
+    }
+
+    /// A request to `url`, which must be on the registry's host, with the
+    /// credentials `op` needs.
+    async fn authorized(
+        &self,
+        method: reqwest::Method,
+        url: String,
+        op: RegistryOperation,
+    ) -> Result<reqwest::RequestBuilder> {
         let slot = usize::from(matches!(op, RegistryOperation::Push));
         let kept = self.state().tokens[slot]
             .clone()
@@ -490,14 +566,75 @@ impl OciBackend {
                 token
             }
         };
-        let scheme = if self.plain_http { "http" } else { "https" };
-        let url = format!("{scheme}://{}/v2/{}/{rest}", self.registry, self.repository);
         let request = self.http.request(method, url);
         Ok(match (&token, &self.auth) {
             (Some(token), _) => request.bearer_auth(token),
             (None, RegistryAuth::Basic(user, password)) => request.basic_auth(user, Some(password)),
             _ => request,
         })
+    }
+
+    /// `http[s]://registry`.
+    fn base_url(&self) -> String {
+        let scheme = if self.plain_http { "http" } else { "https" };
+        format!("{scheme}://{}", self.registry)
+    }
+
+    /// Pushes `blob`, of digest `digest`: an upload started with a POST,
+    /// finished with one PUT of the bytes (the OCI client's push insists
+    /// on a `Location` header in the registry's `201`, which
+    /// go-containerregistry's registry never sends; the digest names the
+    /// blob anyway). Credentials go only to the registry's own host: an
+    /// upload URL elsewhere (a storage service's) is sent none.
+    async fn push_blob(&self, blob: &[u8], digest: &str) -> Result<()> {
+        let what = format!("{}@{digest}", self.shown);
+        let started = self
+            .request(
+                reqwest::Method::POST,
+                "blobs/uploads/",
+                RegistryOperation::Push,
+            )
+            .await?
+            .header(reqwest::header::CONTENT_LENGTH, 0)
+            .send()
+            .await
+            .map_err(|e| format_err!("failed to push {what}: {e}"))?;
+        if started.status().as_u16() != 202 {
+            bail!(
+                "failed to push {what}: HTTP {} to starting an upload",
+                started.status().as_u16()
+            );
+        }
+        let location = started
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .with_context(|| format!("failed to push {what}: the upload has no Location"))?;
+        let base = self.base_url();
+        let (url, own_host) = if location.starts_with('/') {
+            (format!("{base}{location}"), true)
+        } else {
+            let own = location.starts_with(&format!("{base}/"));
+            (location.to_string(), own)
+        };
+        let separator = if url.contains('?') { '&' } else { '?' };
+        let url = format!("{url}{separator}digest={digest}");
+        let request = if own_host {
+            self.authorized(reqwest::Method::PUT, url, RegistryOperation::Push)
+                .await?
+        } else {
+            self.http.put(url)
+        };
+        let done = request
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(blob.to_vec())
+            .send()
+            .await
+            .map_err(|e| format_err!("failed to push {what}: {e}"))?;
+        match done.status().as_u16() {
+            200..=299 => Ok(()),
+            status => bail!("failed to push {what}: HTTP {status}"),
+        }
     }
 
     /// `GET /v2/<repository>/<rest>` of a manifest, an index or a tag list:
@@ -565,22 +702,40 @@ impl OciBackend {
             })?,
             None => Value::Null,
         };
-        let listed: Vec<Referrer> = index["manifests"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|m| {
-                let a = &m["annotations"];
-                let text = |key: &str| Some(a[key].as_str()?.to_string());
-                Some(Referrer {
-                    digest: m["digest"].as_str()?.to_string(),
-                    path: text(PATH)?,
-                    layer: text(LAYER)?,
-                    size: text(SIZE)?.parse().ok()?,
-                    created: text(CREATED).unwrap_or_default(),
-                })
-            })
-            .collect();
+        let mut listed = Vec::new();
+        let mut unannotated = Vec::new();
+        for m in index["manifests"].as_array().into_iter().flatten() {
+            let Some(digest) = m["digest"].as_str() else {
+                continue;
+            };
+            match Referrer::from_annotations(digest, &m["annotations"]) {
+                Some(r) => listed.push(r),
+                None if may_be_ours(m) => unannotated.push(digest.to_string()),
+                None => {}
+            }
+        }
+        // A listing without the manifests' annotations (the spec wants
+        // them; not every registry gives them): the manifests say.
+        for digest in unannotated.into_iter().take(MAX_UNANNOTATED) {
+            let known = self.state().manifests.get(&digest).cloned();
+            let read = match known {
+                Some(read) => read,
+                None => match self.pull_manifest(&digest, &[MANIFEST]).await? {
+                    Some((bytes, _)) => {
+                        let read = Referrer::from_manifest(&digest, &bytes);
+                        let mut state = self.state();
+                        if state.manifests.len() >= MAX_UNANNOTATED * 64 {
+                            state.manifests.clear();
+                        }
+                        state.manifests.insert(digest, read.clone());
+                        read
+                    }
+                    // Gone since the listing.
+                    None => None,
+                },
+            };
+            listed.extend(read);
+        }
         let listed = Arc::new(listed);
         self.state()
             .referrers
@@ -699,10 +854,7 @@ impl OciBackend {
                 .await
                 .unwrap_or(false);
             if !exists {
-                self.client
-                    .push_blob(&reference, blob.to_vec(), digest)
-                    .await
-                    .map_err(|e| format_err!("failed to push a blob to {}: {e}", self.shown))?;
+                self.push_blob(blob, digest).await?;
             }
         }
         Ok(digest)
@@ -733,18 +885,28 @@ impl OciBackend {
         Ok((bytes, digest))
     }
 
-    async fn push_manifest(
-        &self,
-        reference: &Reference,
-        bytes: Vec<u8>,
-        media_type: &str,
-    ) -> Result<()> {
-        let content_type = reqwest::header::HeaderValue::from_str(media_type)?;
-        self.client
-            .push_manifest_raw(reference, bytes, content_type)
+    /// `PUT /v2/<repository>/manifests/<reference>` (not the OCI client's
+    /// push: on a registry that answers without a `Location` header, as
+    /// go-containerregistry's does, it panics when the reference is a
+    /// digest).
+    async fn push_manifest(&self, reference: &str, bytes: Vec<u8>, media_type: &str) -> Result<()> {
+        let what = format!("{}/manifests/{reference}", self.shown);
+        let response = self
+            .request(
+                reqwest::Method::PUT,
+                &format!("manifests/{reference}"),
+                RegistryOperation::Push,
+            )
+            .await?
+            .header(reqwest::header::CONTENT_TYPE, media_type)
+            .body(bytes)
+            .send()
             .await
-            .map_err(|e| format_err!("failed to push {reference}: {e}"))?;
-        Ok(())
+            .map_err(|e| format_err!("failed to push {what}: {e}"))?;
+        match response.status().as_u16() {
+            200..=299 => Ok(()),
+            status => bail!("failed to push {what}: HTTP {status}"),
+        }
     }
 
     async fn write_async(&self, path: &str, bytes: &[u8]) -> Result<()> {
@@ -775,8 +937,7 @@ impl OciBackend {
                     None,
                     &annotations,
                 )?;
-                self.push_manifest(&self.by_tag(&tag), manifest, MANIFEST)
-                    .await
+                self.push_manifest(&tag, manifest, MANIFEST).await
             }
             Place::Entry {
                 wasm,
@@ -805,8 +966,7 @@ impl OciBackend {
                     &annotations,
                 )?;
                 let size = manifest.len();
-                self.push_manifest(&self.by_digest(&digest), manifest, MANIFEST)
-                    .await?;
+                self.push_manifest(&digest, manifest, MANIFEST).await?;
                 // A registry with the referrers API lists it now; one
                 // without it needs the fallback index updated.
                 let listed = self.referrers(&subject.digest, true).await?;
@@ -834,7 +994,6 @@ impl OciBackend {
         change: impl FnOnce(&mut Vec<Value>),
     ) -> Result<()> {
         let tag = subject.replace(':', "-");
-        let reference = self.by_tag(&tag);
         let mut index = match self.pull_manifest(&tag, &[INDEX]).await? {
             Some((bytes, _)) => serde_json::from_slice::<Value>(&bytes)
                 .with_context(|| format!("{}:{tag} is not an image index", self.shown))?,
@@ -843,7 +1002,7 @@ impl OciBackend {
         let mut manifests = index["manifests"].as_array().cloned().unwrap_or_default();
         change(&mut manifests);
         index["manifests"] = Value::Array(manifests);
-        self.push_manifest(&reference, serde_json::to_vec(&index)?, INDEX)
+        self.push_manifest(&tag, serde_json::to_vec(&index)?, INDEX)
             .await
     }
 
