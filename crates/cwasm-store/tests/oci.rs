@@ -1,9 +1,18 @@
-//! The OCI backend against a real registry (distribution 2.8, which
-//! `cargo xtask test` starts on loopback and names in
-//! `CWASM_TEST_OCI_REGISTRY`). Distribution 2.8 has no referrers API, so
-//! these tests exercise the spec's fallback (the referrers tag schema) and
-//! check that the native endpoint is indeed absent. Without the registry
-//! they say so and pass, unless `CWASM_REQUIRE_SERVERS` is set.
+//! The OCI backend against two real registries, which `cargo xtask test`
+//! starts on loopback:
+//!
+//! * distribution 2.8 (`CWASM_TEST_OCI_REGISTRY`), which has no referrers
+//!   API: the tests exercise the spec's fallback (the referrers tag schema)
+//!   and check that the native endpoint is indeed absent;
+//! * go-containerregistry's registry (`CWASM_TEST_OCI_REFERRERS_REGISTRY`),
+//!   which has it: the same tests go through the native listing, and check
+//!   that no fallback index is written. Its listing (0.20) leaves out the
+//!   manifests' annotations and gives the config's media type as the
+//!   artifact type, as some registries do; the backend reads such
+//!   referrers' manifests instead.
+//!
+//! Every test runs on both (`distribution::` and `ggcr::`). Without the
+//! registries they say so and pass, unless `CWASM_REQUIRE_SERVERS` is set.
 
 mod common;
 
@@ -16,25 +25,79 @@ use serde_json::Value;
 use std::sync::atomic::{AtomicU32, Ordering};
 use wasmtime::{Engine, Result};
 
-/// The registry, and a fresh repository in it for each call.
-fn repository() -> Option<(String, String)> {
-    static N: AtomicU32 = AtomicU32::new(0);
-    match std::env::var("CWASM_TEST_OCI_REGISTRY") {
-        Ok(registry) => Some((
-            registry,
-            format!(
-                "cwasm/test-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            ),
-        )),
-        Err(_) if std::env::var_os("CWASM_REQUIRE_SERVERS").is_some() => {
-            panic!("CWASM_REQUIRE_SERVERS is set but CWASM_TEST_OCI_REGISTRY is not")
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// distribution 2.8: the referrers tag schema.
+    Distribution,
+    /// go-containerregistry: the referrers API.
+    Ggcr,
+}
+
+/// A registry to test against.
+struct Registry {
+    kind: Kind,
+    /// `ip:port`.
+    address: String,
+}
+
+impl Registry {
+    /// The registry of `kind` that `cargo xtask test` started, if any.
+    fn get(kind: Kind) -> Option<Registry> {
+        let var = match kind {
+            Kind::Distribution => "CWASM_TEST_OCI_REGISTRY",
+            Kind::Ggcr => "CWASM_TEST_OCI_REFERRERS_REGISTRY",
+        };
+        match std::env::var(var) {
+            Ok(address) => Some(Registry { kind, address }),
+            Err(_) if std::env::var_os("CWASM_REQUIRE_SERVERS").is_some() => {
+                panic!("CWASM_REQUIRE_SERVERS is set but {var} is not")
+            }
+            Err(_) => {
+                eprintln!("skipped: no {kind:?} registry (run `cargo xtask test`)");
+                None
+            }
         }
-        Err(_) => {
-            eprintln!("skipped: no registry (run `cargo xtask test`)");
-            None
+    }
+
+    /// A fresh repository for each call.
+    fn repository(&self) -> String {
+        static N: AtomicU32 = AtomicU32::new(0);
+        format!(
+            "cwasm/test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    fn has_referrers_api(&self) -> bool {
+        self.kind == Kind::Ggcr
+    }
+}
+
+macro_rules! on_every_registry {
+    ($($test:ident),* $(,)?) => {
+        mod distribution {
+            $(#[test] fn $test() -> super::Result<()> { super::run(super::Kind::Distribution, super::$test) })*
         }
+        mod ggcr {
+            $(#[test] fn $test() -> super::Result<()> { super::run(super::Kind::Ggcr, super::$test) })*
+        }
+    };
+}
+
+on_every_registry!(
+    compile_on_one_host_load_on_another,
+    signatures_are_referrers_too,
+    a_planted_referrer_is_rejected_and_evicted,
+    a_wasm_without_an_image_compiles_and_says_why_it_was_not_kept,
+    local_tier_in_front_of_the_registry,
+    faults_on_the_wire_cost_a_bounded_time_and_fall_back_to_compiling,
+);
+
+fn run(kind: Kind, test: fn(&Registry) -> Result<()>) -> Result<()> {
+    match Registry::get(kind) {
+        Some(registry) => test(&registry),
+        None => Ok(()),
     }
 }
 
@@ -56,8 +119,16 @@ fn client() -> Client {
 /// Pushes `wasm` as an image (the wasm OCI artifact layout: a
 /// `application/vnd.wasm.config.v0+json` config and one `application/wasm`
 /// layer) under `tag`, as a wasm toolchain would; returns the manifest's
-/// digest.
-fn push_wasm(registry: &str, repo: &str, tag: &str, wasm: &[u8]) -> String {
+/// digest. On distribution, with the OCI client (code the backend's own
+/// push does not share); on go-containerregistry's registry, whose blob
+/// uploads that client refuses (it wants a `Location` header in the `201`),
+/// with `OciBackend::push_wasm_image`.
+fn push_wasm(r: &Registry, repo: &str, tag: &str, wasm: &[u8]) -> String {
+    let registry = &r.address;
+    if r.kind == Kind::Ggcr {
+        let backend = OciBackend::open(&format!("oci://{registry}/{repo}")).unwrap();
+        return backend.push_wasm_image(tag, wasm).unwrap();
+    }
     let reference = Reference::with_tag(registry.into(), repo.into(), tag.into());
     let layers = [ImageLayer::new(
         wasm.to_vec(),
@@ -85,21 +156,56 @@ fn manifest(registry: &str, repo: &str, reference: &str) -> Option<Value> {
         .map(|(bytes, _)| serde_json::from_slice(&bytes).unwrap())
 }
 
+/// The manifests of `subject`'s referrers, found the way a client of this
+/// registry finds them: on distribution 2.8, whose referrers endpoint is
+/// absent, through the referrers tag schema's index, which must carry each
+/// manifest's artifact type and annotations; on a registry with the
+/// referrers API, through that API, with no fallback index written.
+fn referrers(r: &Registry, repo: &str, subject: &str) -> Vec<Value> {
+    let registry = &r.address;
+    let native = format!("http://{registry}/v2/{repo}/referrers/{subject}");
+    let response = block_on(reqwest::get(&native)).unwrap();
+    let status = response.status().as_u16();
+    let fallback = manifest(registry, repo, &format!(":{}", subject.replace(':', "-")));
+    let index: Value = if r.has_referrers_api() {
+        assert_eq!(status, 200, "{native}");
+        assert!(
+            fallback.is_none(),
+            "a fallback index on a registry with the referrers API: {fallback:?}"
+        );
+        serde_json::from_slice(&block_on(response.bytes()).unwrap()).unwrap()
+    } else {
+        assert_eq!(status, 404, "the registry has the referrers API now");
+        fallback.expect("the referrers tag schema's index")
+    };
+    index["manifests"]
+        .as_array()
+        .expect("an index")
+        .iter()
+        .map(|listed| {
+            let digest = listed["digest"].as_str().unwrap();
+            let manifest = manifest(registry, repo, &format!("@{digest}")).unwrap();
+            if !r.has_referrers_api() {
+                assert_eq!(listed["artifactType"], manifest["artifactType"]);
+                assert_eq!(listed["annotations"], manifest["annotations"]);
+            }
+            manifest
+        })
+        .collect()
+}
+
 fn open(url: &str, config: StoreConfig) -> Result<ArtifactStore> {
     ArtifactStore::new(None, Some(Box::new(OciBackend::open(url)?)), config)
 }
 
 /// The issue's scenario: a wasm image in the registry; one host compiles
 /// through the OCI backend, another loads with no compile. The entry is a
-/// referrer of the wasm's manifest, listed in the fallback index with its
-/// artifact type and annotations.
-#[test]
-fn compile_on_one_host_load_on_another() -> Result<()> {
-    let Some((registry, repo)) = repository() else {
-        return Ok(());
-    };
+/// referrer of the wasm's manifest, with its artifact type and
+/// annotations.
+fn compile_on_one_host_load_on_another(r: &Registry) -> Result<()> {
+    let (registry, repo) = (&r.address, r.repository());
     let engine = Engine::default();
-    let subject = push_wasm(&registry, &repo, "v1", &wasm(7));
+    let subject = push_wasm(r, &repo, "v1", &wasm(7));
 
     let farm = open(
         &format!("oci://{registry}/{repo}:v1"),
@@ -140,20 +246,11 @@ fn compile_on_one_host_load_on_another() -> Result<()> {
         "{stats:?}"
     );
 
-    // Distribution 2.8 has no referrers API ...
-    let native = format!("http://{registry}/v2/{repo}/referrers/{subject}");
-    let status = block_on(reqwest::get(&native)).unwrap().status();
-    assert_eq!(
-        status.as_u16(),
-        404,
-        "the registry has the referrers API now"
-    );
-    // ... so the writer kept the fallback index, which lists the artifact.
-    let fallback = manifest(&registry, &repo, &format!(":{}", subject.replace(':', "-")))
-        .expect("the referrers tag schema's index");
+    // The entry is a referrer of the wasm's image, listed the way this
+    // registry lists referrers, with its artifact type and annotations.
     let key = Key::new(&engine, &wasm(7))?;
-    let entries = fallback["manifests"].as_array().unwrap();
-    let artifact = entries
+    let listed = referrers(r, &repo, &subject);
+    let artifact = listed
         .iter()
         .find(|m| m["annotations"]["dev.cwasm.path"] == key.artifact_path().as_str())
         .expect("the artifact among the referrers");
@@ -168,9 +265,7 @@ fn compile_on_one_host_load_on_another() -> Result<()> {
             .starts_with("cwasm-store")
     );
     // The manifest itself names the wasm's image as its subject.
-    let digest = artifact["digest"].as_str().unwrap();
-    let pushed = manifest(&registry, &repo, &format!("@{digest}")).unwrap();
-    assert_eq!(pushed["subject"]["digest"], subject.as_str());
+    assert_eq!(artifact["subject"]["digest"], subject.as_str());
     // And the layer is the artifact, byte for byte.
     let stored = OciBackend::open(&format!("oci://{registry}/{repo}"))?
         .read(&key.artifact_path())?
@@ -188,13 +283,10 @@ fn target_lexicon_host() -> String {
 /// A signed entry: the statement is another referrer of the wasm's image;
 /// a host holding only the public key loads it, and one holding another
 /// key refuses it and compiles.
-#[test]
-fn signatures_are_referrers_too() -> Result<()> {
-    let Some((registry, repo)) = repository() else {
-        return Ok(());
-    };
+fn signatures_are_referrers_too(r: &Registry) -> Result<()> {
+    let (registry, repo) = (&r.address, r.repository());
     let engine = Engine::default();
-    let subject = push_wasm(&registry, &repo, "v1", &wasm(8));
+    let subject = push_wasm(r, &repo, "v1", &wasm(8));
     let key = cwasm_store::SigningKey::generate()?;
     let url = format!("oci://{registry}/{repo}:v1");
     let farm = StoreConfig {
@@ -203,10 +295,8 @@ fn signatures_are_referrers_too() -> Result<()> {
         ..StoreConfig::default()
     };
     open(&url, farm)?.get_or_compile_module(&engine, &wasm(8))?;
-    let fallback = manifest(&registry, &repo, &format!(":{}", subject.replace(':', "-"))).unwrap();
-    let types: Vec<&str> = fallback["manifests"]
-        .as_array()
-        .unwrap()
+    let listed = referrers(r, &repo, &subject);
+    let types: Vec<&str> = listed
         .iter()
         .map(|m| m["artifactType"].as_str().unwrap())
         .collect();
@@ -253,13 +343,10 @@ fn signatures_are_referrers_too() -> Result<()> {
 /// A referrer planted by someone with push access (another engine's
 /// artifact under this engine's path) is rejected, deleted from the
 /// registry and its fallback index, and replaced by a compile.
-#[test]
-fn a_planted_referrer_is_rejected_and_evicted() -> Result<()> {
-    let Some((registry, repo)) = repository() else {
-        return Ok(());
-    };
+fn a_planted_referrer_is_rejected_and_evicted(r: &Registry) -> Result<()> {
+    let (registry, repo) = (&r.address, r.repository());
     let engine = Engine::default();
-    push_wasm(&registry, &repo, "v1", &wasm(9));
+    push_wasm(r, &repo, "v1", &wasm(9));
     let url = format!("oci://{registry}/{repo}:v1");
     let mut config = wasmtime::Config::new();
     config.cranelift_opt_level(wasmtime::OptLevel::None);
@@ -285,13 +372,10 @@ fn a_planted_referrer_is_rejected_and_evicted() -> Result<()> {
 /// A wasm no image of the repository holds: a miss, a compile, and a
 /// write error counted (nothing to attach the entry to), never a failure
 /// of the lookup.
-#[test]
-fn a_wasm_without_an_image_compiles_and_says_why_it_was_not_kept() -> Result<()> {
-    let Some((registry, repo)) = repository() else {
-        return Ok(());
-    };
+fn a_wasm_without_an_image_compiles_and_says_why_it_was_not_kept(r: &Registry) -> Result<()> {
+    let (registry, repo) = (&r.address, r.repository());
     let engine = Engine::default();
-    push_wasm(&registry, &repo, "v1", &wasm(10));
+    push_wasm(r, &repo, "v1", &wasm(10));
     let store = open(&format!("oci://{registry}/{repo}"), StoreConfig::default())?;
     let m = store.get_or_compile_module(&engine, &wasm(11))?;
     assert_eq!(call(&engine, &m), 11);
@@ -310,13 +394,10 @@ fn a_wasm_without_an_image_compiles_and_says_why_it_was_not_kept() -> Result<()>
 
 /// A local tier in front of the registry: the hit is copied into it, and
 /// the next lookup is local.
-#[test]
-fn local_tier_in_front_of_the_registry() -> Result<()> {
-    let Some((registry, repo)) = repository() else {
-        return Ok(());
-    };
+fn local_tier_in_front_of_the_registry(r: &Registry) -> Result<()> {
+    let (registry, repo) = (&r.address, r.repository());
     let engine = Engine::default();
-    push_wasm(&registry, &repo, "v2", &wasm(12));
+    push_wasm(r, &repo, "v2", &wasm(12));
     let url = format!("oci://{registry}/{repo}:v2");
     open(&url, StoreConfig::default())?.get_or_compile_module(&engine, &wasm(12))?;
     let dir = tempfile::tempdir()?;
@@ -337,13 +418,10 @@ fn local_tier_in_front_of_the_registry() -> Result<()> {
 /// lookup costs the time limit, the next ones nothing (the backend skips
 /// the registry after a failure), every one compiles, and the entry is
 /// intact behind a healthy connection.
-#[test]
-fn faults_on_the_wire_cost_a_bounded_time_and_fall_back_to_compiling() -> Result<()> {
-    let Some((registry, repo)) = repository() else {
-        return Ok(());
-    };
+fn faults_on_the_wire_cost_a_bounded_time_and_fall_back_to_compiling(r: &Registry) -> Result<()> {
+    let (registry, repo) = (&r.address, r.repository());
     let engine = Engine::default();
-    push_wasm(&registry, &repo, "v1", &wasm(13));
+    push_wasm(r, &repo, "v1", &wasm(13));
     open(
         &format!("oci://{registry}/{repo}:v1"),
         StoreConfig::default(),
@@ -373,7 +451,7 @@ fn faults_on_the_wire_cost_a_bounded_time_and_fall_back_to_compiling() -> Result
 /// than the index.
 #[test]
 fn a_huge_referrers_index_is_refused_unread() -> Result<()> {
-    if repository().is_none() {
+    if Registry::get(Kind::Distribution).is_none() {
         return Ok(());
     }
     let engine = Engine::default();
@@ -427,6 +505,110 @@ fn hostile_registry(size: usize) -> std::net::SocketAddr {
                         return;
                     }
                     sent += n;
+                }
+            });
+        }
+    });
+    address
+}
+
+/// A registry whose referrers listing (2,000 image manifests, no artifact
+/// types, no annotations, as a registry that leaves them out would list
+/// foreign referrers) names manifests that are all gone: the lookup reads
+/// at most `MAX_UNANNOTATED` of them, then compiles (and, finding no image
+/// to attach the entry to, keeps nothing).
+#[test]
+fn a_listing_without_annotations_costs_a_bounded_number_of_reads() -> Result<()> {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+    if Registry::get(Kind::Distribution).is_none() {
+        return Ok(());
+    }
+    let reads = Arc::new(AtomicUsize::new(0));
+    let counted = reads.clone();
+    let listing: Vec<Value> = (0..2000u32)
+        .map(|i| {
+            serde_json::json!({
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": format!("sha256:{}", Digest::of(&i.to_le_bytes())),
+                "size": 500,
+            })
+        })
+        .collect();
+    let listing = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": listing,
+    }))?;
+    let subject = format!("sha256:{}", "cd".repeat(32));
+    let image = subject.clone();
+    let registry = fake_registry(move |path| {
+        if path.contains("/referrers/") {
+            (200, listing.clone())
+        } else if path.contains("/manifests/") && !path.ends_with(&image) {
+            counted.fetch_add(1, Ordering::Relaxed);
+            (404, Vec::new())
+        } else {
+            (200, b"{}".to_vec())
+        }
+    });
+    let engine = Engine::default();
+    let store = open(
+        &format!("oci://{registry}/app@{subject}"),
+        StoreConfig::default(),
+    )?;
+    let m = store.get_or_compile_module(&engine, &wasm(15))?;
+    assert_eq!(call(&engine, &m), 15);
+    assert_eq!(store.stats().compiles, 1);
+    let reads = reads.load(Ordering::Relaxed);
+    assert!(
+        (1..=cwasm_store::oci::MAX_UNANNOTATED).contains(&reads),
+        "{reads} manifests read"
+    );
+    Ok(())
+}
+
+/// A loopback server answering each request with `respond(path)`: a status
+/// and a JSON body. Returns its address.
+fn fake_registry(
+    respond: impl Fn(&str) -> (u16, Vec<u8>) + Send + Sync + 'static,
+) -> std::net::SocketAddr {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let respond = std::sync::Arc::new(respond);
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { return };
+            let respond = respond.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(client);
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                    // The rest of the head; requests here have no body.
+                    loop {
+                        let mut header = String::new();
+                        if reader.read_line(&mut header).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if header == "\r\n" {
+                            break;
+                        }
+                    }
+                    let (status, body) = respond(&path);
+                    let out = reader.get_mut();
+                    let head = format!(
+                        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n\
+                         Content-Length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    if out.write_all(head.as_bytes()).is_err() || out.write_all(&body).is_err() {
+                        return;
+                    }
                 }
             });
         }
