@@ -24,7 +24,7 @@
 //!    for them; go-containerregistry's registry omits them, and gives the
 //!    config's media type as the artifact type) costs a read of each
 //!    referrer manifest that may be ours, at most [`MAX_UNANNOTATED`] per
-//!    listing, each remembered by digest.
+//!    listing, each remembered (by digest) for the life of the process.
 //! 2. A prefix's `engine.json` and `engine.section`: a manifest without a
 //!    subject under the tag `cwasm-<engine>.<name>`.
 //!
@@ -50,7 +50,6 @@ use crate::layout::{
     ARTIFACT_SUFFIX, DESCRIPTOR, SECTION, STATEMENT_SUFFIX, TAG_SUFFIX, ZSTD_SUFFIX, prefix_engine,
 };
 use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::manifest::OciDescriptor;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference, RegistryOperation};
 use serde_json::{Value, json};
@@ -97,6 +96,25 @@ const EMPTY_DIGEST: &str =
 pub const MAX_MANIFEST: u64 = 4 << 20;
 /// How long a registry token is used before the auth flow runs again.
 const TOKEN_FRESH: Duration = Duration::from_secs(60);
+/// What every backend of the process shares: bearer tokens (or that none
+/// is needed), by repository, operation and credentials, so that a fresh
+/// backend does not run the auth flow again within [`TOKEN_FRESH`]...
+static TOKENS: Mutex<BTreeMap<String, (Instant, Option<String>)>> = Mutex::new(BTreeMap::new());
+/// ... the repositories whose registry answered 404 to the referrers API,
+/// and when: for [`REINDEX_AFTER`], listings go straight to the referrers
+/// tag schema's index ...
+static WITHOUT_REFERRERS_API: Mutex<BTreeMap<String, Instant>> = Mutex::new(BTreeMap::new());
+/// ... and the referrers read from their manifests (for listings without
+/// annotations), by manifest digest (what a digest names never changes);
+/// `None` for a manifest that is not one of ours.
+static MANIFESTS: Mutex<BTreeMap<String, Option<Referrer>>> = Mutex::new(BTreeMap::new());
+/// The most entries each keeps (it starts over when full).
+const MAX_SHARED: usize = 1024;
+
+fn shared<T>(memory: &'static Mutex<T>) -> std::sync::MutexGuard<'static, T> {
+    memory.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The most referrers of one subject whose manifests are read because the
 /// listing left out their annotations.
 pub const MAX_UNANNOTATED: usize = 64;
@@ -197,13 +215,6 @@ struct State {
     named_indexed: bool,
     indexed_at: Option<Instant>,
     referrers: HashMap<String, (Instant, Arc<Vec<Referrer>>)>,
-    /// Referrers read from their manifests (for listings without
-    /// annotations), by manifest digest: what a digest names never
-    /// changes. `None` for a manifest that is not one of ours.
-    manifests: HashMap<String, Option<Referrer>>,
-    /// The bearer token (if the registry wants one) for pulling and for
-    /// pushing, and when it was had.
-    tokens: [Option<(Instant, Option<String>)>; 2],
 }
 
 /// Where a store path lives in the registry.
@@ -550,10 +561,11 @@ impl OciBackend {
         url: String,
         op: RegistryOperation,
     ) -> Result<reqwest::RequestBuilder> {
-        let slot = usize::from(matches!(op, RegistryOperation::Push));
-        let kept = self.state().tokens[slot]
-            .clone()
-            .filter(|(at, _)| at.elapsed() < TOKEN_FRESH);
+        let key = self.token_key(op);
+        let kept = shared(&TOKENS)
+            .get(&key)
+            .filter(|(at, _)| at.elapsed() < TOKEN_FRESH)
+            .cloned();
         let token = match kept {
             Some((_, token)) => token,
             None => {
@@ -562,7 +574,11 @@ impl OciBackend {
                     .auth(&self.by_tag("latest"), &self.auth, op)
                     .await
                     .map_err(|e| format_err!("failed to authenticate to {}: {e}", self.shown))?;
-                self.state().tokens[slot] = Some((Instant::now(), token.clone()));
+                let mut tokens = shared(&TOKENS);
+                if tokens.len() >= MAX_SHARED {
+                    tokens.clear();
+                }
+                tokens.insert(key, (Instant::now(), token.clone()));
                 token
             }
         };
@@ -572,6 +588,24 @@ impl OciBackend {
             (None, RegistryAuth::Basic(user, password)) => request.basic_auth(user, Some(password)),
             _ => request,
         })
+    }
+
+    /// What a token is shared under: the repository, the operation, and
+    /// the credentials (a password only as its hash).
+    fn token_key(&self, op: RegistryOperation) -> String {
+        let credentials = match &self.auth {
+            RegistryAuth::Anonymous => String::new(),
+            RegistryAuth::Basic(user, password) => {
+                format!("basic {user} {}", Digest::of(password.as_bytes()))
+            }
+            RegistryAuth::Bearer(token) => format!("bearer {}", Digest::of(token.as_bytes())),
+        };
+        format!("{} {op:?} {credentials}", self.repository_key())
+    }
+
+    /// `registry/repository`, as the process-wide memories key it.
+    fn repository_key(&self) -> String {
+        format!("{}/{}", self.registry, self.repository)
     }
 
     /// `http[s]://registry`.
@@ -685,13 +719,32 @@ impl OciBackend {
         }
         // The referrers API, or where it is missing (404), the referrers
         // tag schema's index; neither is an empty listing.
+        // A registry found without the API is not asked again for a while
+        // (by any backend of the process).
         let fallback = format!("manifests/{}", subject.replace(':', "-"));
-        let index = match self
-            .get_bounded(&format!("referrers/{subject}"), INDEX)
-            .await?
-        {
+        let repository = self.repository_key();
+        let without_api = shared(&WITHOUT_REFERRERS_API)
+            .get(&repository)
+            .is_some_and(|at| at.elapsed() < REINDEX_AFTER);
+        let native = match without_api {
+            true => None,
+            false => {
+                self.get_bounded(&format!("referrers/{subject}"), INDEX)
+                    .await?
+            }
+        };
+        let index = match native {
             Some(index) => Some(index),
-            None => self.get_bounded(&fallback, INDEX).await?,
+            None => {
+                if !without_api {
+                    let mut known = shared(&WITHOUT_REFERRERS_API);
+                    if known.len() >= MAX_SHARED {
+                        known.clear();
+                    }
+                    known.insert(repository, Instant::now());
+                }
+                self.get_bounded(&fallback, INDEX).await?
+            }
         };
         let index: Value = match index {
             Some(bytes) => serde_json::from_slice(&bytes).with_context(|| {
@@ -717,17 +770,17 @@ impl OciBackend {
         // A listing without the manifests' annotations (the spec wants
         // them; not every registry gives them): the manifests say.
         for digest in unannotated.into_iter().take(MAX_UNANNOTATED) {
-            let known = self.state().manifests.get(&digest).cloned();
+            let known = shared(&MANIFESTS).get(&digest).cloned();
             let read = match known {
                 Some(read) => read,
                 None => match self.pull_manifest(&digest, &[MANIFEST]).await? {
                     Some((bytes, _)) => {
                         let read = Referrer::from_manifest(&digest, &bytes);
-                        let mut state = self.state();
-                        if state.manifests.len() >= MAX_UNANNOTATED * 64 {
-                            state.manifests.clear();
+                        let mut known = shared(&MANIFESTS);
+                        if known.len() >= MAX_SHARED {
+                            known.clear();
                         }
-                        state.manifests.insert(digest, read.clone());
+                        known.insert(digest, read.clone());
                         read
                     }
                     // Gone since the listing.
@@ -754,8 +807,10 @@ impl OciBackend {
             .cloned())
     }
 
-    /// Streams the layer `digest` (of `size` bytes, if known) to `out`,
-    /// within `limit`.
+    /// Streams the blob `digest` (of `size` bytes, if known) to `out`,
+    /// within `limit`, checking its digest as it goes. With the backend's
+    /// own request (the OCI client runs its auth flow again for every
+    /// pull from an anonymous registry: a round trip per hit).
     async fn stream_layer(
         &self,
         digest: &str,
@@ -763,47 +818,54 @@ impl OciBackend {
         limit: u64,
         out: &mut (dyn io::Write + Send),
     ) -> Result<Streamed> {
-        use futures_util::TryStreamExt;
+        use sha2::Digest as _;
         if let Some(size) = size
             && size > limit
         {
             return Ok(Streamed::TooLarge(size));
         }
-        let layer = OciDescriptor {
-            digest: digest.to_string(),
-            size: size.unwrap_or(0) as i64,
-            ..OciDescriptor::default()
-        };
-        let mut stream = match self
-            .client
-            .pull_blob_stream(&self.by_digest(digest), &layer)
+        let what = format!("{}@{digest}", self.shown);
+        let expected = Digest::from_oci(digest).with_context(|| format!("reading {what}"))?;
+        let mut response = self
+            .request(
+                reqwest::Method::GET,
+                &format!("blobs/{digest}"),
+                RegistryOperation::Pull,
+            )
+            .await?
+            .send()
             .await
-        {
-            Ok(stream) => stream,
-            Err(e) if not_found(&e) => return Ok(Streamed::Missing),
-            Err(e) => bail!("failed to read {}@{digest}: {e}", self.shown),
-        };
+            .map_err(|e| format_err!("failed to read {what}: {e}"))?;
+        match response.status().as_u16() {
+            404 => return Ok(Streamed::Missing),
+            200..=299 => {}
+            status => bail!("failed to read {what}: HTTP {status}"),
+        }
+        if let Some(n) = response.content_length().filter(|n| *n > limit) {
+            return Ok(Streamed::TooLarge(n));
+        }
+        let mut hasher = sha2::Sha256::new();
         let mut written = 0u64;
-        // The client checks the digest as the last chunk arrives.
-        while let Some(chunk) = stream
-            .try_next()
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(|e| format_err!("failed to read {}@{digest}: {e}", self.shown))?
+            .map_err(|e| format_err!("failed to read {what}: {e}"))?
         {
             written += chunk.len() as u64;
             if written > limit {
                 return Ok(Streamed::TooLarge(written));
             }
+            hasher.update(&chunk);
             out.write_all(&chunk)
                 .context("failed to hold a fetched object")?;
         }
         if let Some(size) = size
             && written != size
         {
-            bail!(
-                "{}@{digest}: {written} bytes where the manifest says {size}",
-                self.shown
-            );
+            bail!("{what}: {written} bytes where the manifest says {size}");
+        }
+        if Digest(hasher.finalize().into()) != expected {
+            bail!("{what}: the registry sent bytes of another digest");
         }
         Ok(Streamed::Written(written))
     }
@@ -1143,20 +1205,6 @@ fn tag_path(tag: &str) -> Option<String> {
     let (engine, name) = (rest.get(..64)?, rest.get(65..)?);
     prefix_engine(engine)?;
     (name == DESCRIPTOR || name == SECTION).then(|| format!("{engine}/{name}"))
-}
-
-/// Whether the registry said there is no such thing.
-fn not_found(e: &oci_client::errors::OciDistributionError) -> bool {
-    use oci_client::errors::OciDistributionError as E;
-    match e {
-        E::ImageManifestNotFoundError(_) => true,
-        E::ServerError { code, .. } => *code == 404,
-        E::RegistryError { envelope, .. } => envelope.errors.iter().any(|e| {
-            let code = format!("{:?}", e.code);
-            code.contains("Unknown")
-        }),
-        _ => false,
-    }
 }
 
 impl Backend for OciBackend {
