@@ -568,6 +568,39 @@ fn a_listing_without_annotations_costs_a_bounded_number_of_reads() -> Result<()>
     Ok(())
 }
 
+/// What a fresh backend asks a registry without the referrers API, once
+/// another backend of the process has asked: only the fallback index (no
+/// auth probe, no referrers API call), each time.
+#[test]
+fn fresh_backends_share_the_token_and_the_missing_referrers_api() -> Result<()> {
+    use std::sync::{Arc, Mutex};
+    if Registry::get(Kind::Distribution).is_none() {
+        return Ok(());
+    }
+    let asked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let log = asked.clone();
+    let registry = fake_registry(move |path| {
+        log.lock().unwrap().push(path.to_string());
+        match path {
+            "/v2/" => (200, b"{}".to_vec()),
+            _ => (404, Vec::new()),
+        }
+    });
+    let engine = Engine::default();
+    let path = Key::new(&engine, &wasm(16))?.artifact_path();
+    let subject = format!("sha256:{}", "ef".repeat(32));
+    let url = format!("oci://{registry}/app@{subject}");
+    for _ in 0..3 {
+        assert!(OciBackend::open(&url)?.read(&path)?.is_none());
+    }
+    let asked = asked.lock().unwrap();
+    let count = |what: &str| asked.iter().filter(|p| p.contains(what)).count();
+    assert_eq!(count("/referrers/"), 1, "{asked:#?}");
+    assert_eq!(count("/manifests/sha256-"), 3, "{asked:#?}");
+    assert!(count("/v2/") - count("/v2/app/") <= 1, "{asked:#?}");
+    Ok(())
+}
+
 /// A loopback server answering each request with `respond(path)`: a status
 /// and a JSON body. Returns its address.
 fn fake_registry(
