@@ -14,9 +14,13 @@
 //!   same object. Needs the S3 server `cargo xtask bench` starts (it passes
 //!   `CWASM_TEST_S3_URL`); skipped without it.
 //!
-//! * `oci hit`: the same, in front of an OCI registry (the one `cargo xtask
-//!   bench` starts, `CWASM_TEST_OCI_REGISTRY`), digest supplied, against
-//!   a raw blob GET of the artifact from the same registry.
+//! * `oci hit`: the same, in front of an OCI registry (distribution 2.8,
+//!   which `cargo xtask bench` starts, `CWASM_TEST_OCI_REGISTRY`: the
+//!   referrers tag schema), digest supplied, against a raw blob GET of the
+//!   artifact from the same registry, and the backend's share of the hit
+//!   (listing and blob into a buffer, no sealed copy, no load);
+//!   `oci hit, referrers API`: the same on go-containerregistry's registry
+//!   (`CWASM_TEST_OCI_REFERRERS_REGISTRY`).
 //!
 //! `cargo xtask bench` reads the means back by these group and function
 //! names and prints the ratios.
@@ -176,10 +180,17 @@ fn bench(c: &mut Criterion) {
         "the settled file was hashed again"
     );
 
-    if let Ok(registry) = std::env::var("CWASM_TEST_OCI_REGISTRY") {
-        oci_hit(c, &registry, &engine, &wasm, size);
-    } else {
-        eprintln!("OCI benchmarks skipped: no registry (run `cargo xtask bench`)");
+    for (var, group) in [
+        ("CWASM_TEST_OCI_REGISTRY", "oci hit"),
+        (
+            "CWASM_TEST_OCI_REFERRERS_REGISTRY",
+            "oci hit, referrers API",
+        ),
+    ] {
+        match std::env::var(var) {
+            Ok(registry) => oci_hit(c, group, &registry, &engine, &wasm, size),
+            Err(_) => eprintln!("`{group}` skipped: no {var} (run `cargo xtask bench`)"),
+        }
     }
 
     let Ok(bucket) = std::env::var("CWASM_TEST_S3_URL") else {
@@ -226,7 +237,14 @@ fn bench(c: &mut Criterion) {
 /// with a cold local tier (a fresh store and backend each time, so the
 /// referrers listing is fetched every time), against a raw GET of the
 /// artifact's blob from the same registry.
-fn oci_hit(c: &mut Criterion, registry: &str, engine: &Engine, wasm: &[u8], size: u64) {
+fn oci_hit(
+    c: &mut Criterion,
+    group: &str,
+    registry: &str,
+    engine: &Engine,
+    wasm: &[u8],
+    size: u64,
+) {
     let repository = format!("oci://{registry}/bench/hit-{}", std::process::id());
     let image = OciBackend::open(&repository)
         .unwrap()
@@ -248,7 +266,7 @@ fn oci_hit(c: &mut Criterion, registry: &str, engine: &Engine, wasm: &[u8], size
         .unwrap()
         .expect("pushed");
     let digest = Digest::of(wasm);
-    let mut g = c.benchmark_group("oci hit");
+    let mut g = c.benchmark_group(group);
     g.throughput(Throughput::Bytes(size));
     g.sample_size(20);
     g.bench_function("raw blob GET", |b| {
@@ -260,6 +278,16 @@ fn oci_hit(c: &mut Criterion, registry: &str, engine: &Engine, wasm: &[u8], size
         remote.read_blob(&layer, u64::MAX).unwrap();
         Box::new(remote)
     };
+    // The backend's share of a hit: the listing and the blob into a buffer
+    // through a fresh backend, without the store's sealed copy and load.
+    let path = key.artifact_path();
+    g.bench_function("backend read: listing + blob", |b| {
+        b.iter_batched(
+            &open,
+            |remote| remote.read(black_box(&path)).unwrap().expect("stored"),
+            BatchSize::PerIteration,
+        )
+    });
     g.bench_function("cold local tier: get_or_compile_module_with_digest", |b| {
         cold_remote_hit(b, &open, engine, wasm, Some(digest))
     });
