@@ -41,7 +41,9 @@
 //! It pushes blobs and manifests itself too: the OCI client's push refuses
 //! a `201` without a `Location` header, which go-containerregistry's
 //! registry sends, and panics on it when the manifest is pushed by digest.
-//! The OCI client pulls layers and authenticates.
+//! Blobs are streamed with its own requests as well, the SHA-256 checked as
+//! they arrive. The OCI client runs the auth flow and asks whether a blob
+//! exists; tokens are shared by every backend of the process.
 
 use super::remote::Bounded;
 use super::{Backend, Fetched, Listed, Streamed};
