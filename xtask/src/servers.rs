@@ -763,18 +763,23 @@ fn start_registry(root: &Path, port: u16) -> Result<(Child, Env)> {
         "registry",
         Command::new(registry(root)).arg("serve").arg(&config),
     )?;
-    wait_for("registry", || {
-        let response = http(port, "GET /v2/ HTTP/1.1\r\n")?;
-        if !response.starts_with("HTTP/1.1 200") {
-            bail!("/v2/ answered {response}");
-        }
-        Ok(())
-    })?;
+    wait_for_registry("registry", port)?;
     eprintln!("OCI registry (distribution 2.8) on 127.0.0.1:{port}");
     Ok((
         child,
         vec![("CWASM_TEST_OCI_REGISTRY", format!("127.0.0.1:{port}"))],
     ))
+}
+
+/// Waits until the registry on `port` answers `GET /v2/` with 200.
+fn wait_for_registry(name: &str, port: u16) -> Result<()> {
+    wait_for(name, || {
+        let response = http(port, "GET /v2/ HTTP/1.1\r\n")?;
+        if !response.starts_with("HTTP/1.1 200") {
+            bail!("/v2/ answered {response}");
+        }
+        Ok(())
+    })
 }
 
 fn start_ggcr(root: &Path, port: u16) -> Result<(Child, Env)> {
@@ -783,13 +788,7 @@ fn start_ggcr(root: &Path, port: u16) -> Result<(Child, Env)> {
         "ggcr",
         Command::new(ggcr(root)).arg(format!("127.0.0.1:{port}")),
     )?;
-    wait_for("ggcr", || {
-        let response = http(port, "GET /v2/ HTTP/1.1\r\n")?;
-        if !response.starts_with("HTTP/1.1 200") {
-            bail!("/v2/ answered {response}");
-        }
-        Ok(())
-    })?;
+    wait_for_registry("ggcr", port)?;
     eprintln!("OCI registry with the referrers API (go-containerregistry) on 127.0.0.1:{port}");
     Ok((
         child,

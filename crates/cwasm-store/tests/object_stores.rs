@@ -43,16 +43,8 @@ impl Target {
             Kind::Gcs => "CWASM_TEST_GCS_URL",
             Kind::Azure => "CWASM_TEST_AZURE_URL",
         };
-        match std::env::var(var) {
-            Ok(base) => Some(Target { kind, base }),
-            Err(_) if std::env::var_os("CWASM_REQUIRE_SERVERS").is_some() => {
-                panic!("CWASM_REQUIRE_SERVERS is set but {var} is not")
-            }
-            Err(_) => {
-                eprintln!("skipped: no {kind:?} server (run `cargo xtask test`)");
-                None
-            }
-        }
+        let base = common::server(var, &format!("{kind:?} server"))?;
+        Some(Target { kind, base })
     }
 
     /// A fresh prefix for each call.

@@ -47,16 +47,8 @@ impl Registry {
             Kind::Distribution => "CWASM_TEST_OCI_REGISTRY",
             Kind::Ggcr => "CWASM_TEST_OCI_REFERRERS_REGISTRY",
         };
-        match std::env::var(var) {
-            Ok(address) => Some(Registry { kind, address }),
-            Err(_) if std::env::var_os("CWASM_REQUIRE_SERVERS").is_some() => {
-                panic!("CWASM_REQUIRE_SERVERS is set but {var} is not")
-            }
-            Err(_) => {
-                eprintln!("skipped: no {kind:?} registry (run `cargo xtask test`)");
-                None
-            }
-        }
+        let address = common::server(var, &format!("{kind:?} registry"))?;
+        Some(Registry { kind, address })
     }
 
     /// A fresh repository for each call.

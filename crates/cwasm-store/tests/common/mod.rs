@@ -147,3 +147,19 @@ pub fn faults_cost_a_bounded_time(
     }
     Ok(())
 }
+
+/// The server a test needs, from the variable `cargo xtask test` sets
+/// (`var`): its value, or `None` (and a note) when it is not set, unless
+/// `CWASM_REQUIRE_SERVERS` is set, which makes that a failure.
+pub fn server(var: &str, what: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(value) => Some(value),
+        Err(_) if std::env::var_os("CWASM_REQUIRE_SERVERS").is_some() => {
+            panic!("CWASM_REQUIRE_SERVERS is set but {var} is not")
+        }
+        Err(_) => {
+            eprintln!("skipped: no {what} (run `cargo xtask test`)");
+            None
+        }
+    }
+}
