@@ -506,8 +506,9 @@ fn hostile_registry(size: usize) -> std::net::SocketAddr {
 
 /// A registry whose referrers listing (2,000 image manifests, no artifact
 /// types, no annotations, as a registry that leaves them out would list
-/// foreign referrers) names manifests that are all gone: the lookup reads
-/// at most `MAX_UNANNOTATED` of them, then compiles (and, finding no image
+/// foreign referrers) names manifests that are all gone, first among them
+/// three names that are no digest: the lookup never asks for those, reads
+/// at most `MAX_UNANNOTATED` of the rest, then compiles (and, finding no image
 /// to attach the entry to, keeps nothing).
 #[test]
 fn a_listing_without_annotations_costs_a_bounded_number_of_reads() -> Result<()> {
@@ -527,17 +528,33 @@ fn a_listing_without_annotations_costs_a_bounded_number_of_reads() -> Result<()>
             })
         })
         .collect();
+    // And names that are no digest, which must not be asked for at all
+    // (a manifest asked for by tag or path could not be checked).
+    let mut listing = listing;
+    for name in ["latest", "sha256:../../other/manifests/latest", "SHA256:AB"] {
+        listing.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": name,
+            "size": 500,
+        }));
+    }
+    listing.rotate_right(3);
     let listing = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.index.v1+json",
         "manifests": listing,
     }))?;
+    let strays = Arc::new(AtomicUsize::new(0));
+    let stray = strays.clone();
     let subject = format!("sha256:{}", "cd".repeat(32));
     let image = subject.clone();
     let registry = fake_registry(move |path| {
         if path.contains("/referrers/") {
             (200, listing.clone())
         } else if path.contains("/manifests/") && !path.ends_with(&image) {
+            if !path.contains("/manifests/sha256:") || path.contains("..") {
+                stray.fetch_add(1, Ordering::Relaxed);
+            }
             counted.fetch_add(1, Ordering::Relaxed);
             (404, Vec::new())
         } else {
@@ -552,6 +569,11 @@ fn a_listing_without_annotations_costs_a_bounded_number_of_reads() -> Result<()>
     let m = store.get_or_compile_module(&engine, &wasm(15))?;
     assert_eq!(call(&engine, &m), 15);
     assert_eq!(store.stats().compiles, 1);
+    assert_eq!(
+        strays.load(Ordering::Relaxed),
+        0,
+        "a name that is no digest was asked for"
+    );
     let reads = reads.load(Ordering::Relaxed);
     assert!(
         (1..=cwasm_store::oci::MAX_UNANNOTATED).contains(&reads),

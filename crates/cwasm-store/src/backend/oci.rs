@@ -201,6 +201,11 @@ impl Referrer {
     }
 }
 
+/// Whether `digest` is `sha256:` and 64 lowercase hex digits.
+fn is_sha256(digest: &str) -> bool {
+    Digest::from_oci(digest).is_ok_and(|d| digest == format!("sha256:{d}"))
+}
+
 /// Whether a listed referrer without annotations may be one of this
 /// backend's: an image manifest whose artifact type is one of ours, or
 /// missing, or the empty config's (which a registry reporting the config's
@@ -760,7 +765,9 @@ impl OciBackend {
         let mut listed = Vec::new();
         let mut unannotated = Vec::new();
         for m in index["manifests"].as_array().into_iter().flatten() {
-            let Some(digest) = m["digest"].as_str() else {
+            // Only a canonical digest names a manifest: anything else
+            // (a tag, a path) would be asked for unchecked.
+            let Some(digest) = m["digest"].as_str().filter(|d| is_sha256(d)) else {
                 continue;
             };
             match Referrer::from_annotations(digest, &m["annotations"]) {
