@@ -258,6 +258,18 @@ fn compile_on_one_host_load_on_another(r: &Registry) -> Result<()> {
     );
     // The manifest itself names the wasm's image as its subject.
     assert_eq!(artifact["subject"]["digest"], subject.as_str());
+    // A listing gives every object's size and time, the engine files'
+    // (manifests under tags) too.
+    let listed =
+        OciBackend::open(&format!("oci://{registry}/{repo}"))?.list(&format!("{}/", key.engine))?;
+    assert!(
+        listed.iter().any(|l| l.path.ends_with("engine.section")),
+        "{listed:?}"
+    );
+    for l in &listed {
+        assert!(l.size > 0, "{l:?}");
+        assert!(l.last_used > std::time::SystemTime::UNIX_EPOCH, "{l:?}");
+    }
     // And the layer is the artifact, byte for byte.
     let stored = OciBackend::open(&format!("oci://{registry}/{repo}"))?
         .read(&key.artifact_path())?

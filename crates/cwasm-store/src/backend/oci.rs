@@ -1164,10 +1164,22 @@ impl OciBackend {
             if let Some(path) = tag_path(&tag)
                 && path.starts_with(prefix)
             {
+                // The size and time its manifest's annotations give (one
+                // manifest read per engine file; a listing is no hot path).
+                let Some((bytes, _)) = self.pull_manifest(&tag, &[MANIFEST]).await? else {
+                    continue;
+                };
+                let manifest: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                let a = &manifest["annotations"];
+                let size = manifest["layers"][0]["size"].as_u64().unwrap_or(0);
+                let last_used = a[CREATED]
+                    .as_str()
+                    .and_then(|t| humantime::parse_rfc3339(t).ok())
+                    .unwrap_or(SystemTime::UNIX_EPOCH);
                 out.entry(path.clone()).or_insert(Listed {
                     path,
-                    size: 0,
-                    last_used: SystemTime::UNIX_EPOCH,
+                    size,
+                    last_used,
                 });
             }
         }
